@@ -1,0 +1,169 @@
+"""Typed, layered configuration: defaults -> YAML files -> `key=value` overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    path: Path | None = None
+    max_history: int = Field(20, ge=1)
+
+
+class EncoderConfig(Section):
+    model: str = Field("all-MiniLM-L6-v2", description="sentence-transformers name or path; "
+                       "'all-MiniLM-L6-v2' loads the packaged offline copy")
+    batch_size: int = Field(256, ge=1)
+    cache_dir: Path | None = Field(None, description="embedding cache; default ~/.cache/dgi/embeddings")
+
+
+class ModelConfig(Section):
+    width: int = Field(128, ge=8, description="item/context/decoder/codebook dimension")
+    context_layers: int = Field(2, ge=0)
+    decoder_layers: int = Field(2, ge=1)
+    attention_heads: int = Field(4, ge=1)
+    ffn_multiplier: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    decoder_inputs: Literal["residual", "codewords"] = Field(
+        "residual", description="what the decoder reads at step j: the context vector minus the "
+        "codewords chosen so far (starts at the quantized dense solution) or the codewords")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.width % self.attention_heads:
+            raise ValueError(f"width {self.width} is not divisible by attention_heads {self.attention_heads}")
+        return self
+
+
+class QuantizerConfig(Section):
+    codebook_sizes: list[int] | None = Field(None, description="None: chosen from the corpus size")
+    levels: int = Field(3, ge=1)
+    gradient: Literal["gumbel", "ste", "frozen"] = "gumbel"
+    heads: Literal["tied", "untied"] = "tied"
+    logits: Literal["cosine", "dot"] = "cosine"
+    gamma_init: float = Field(30.0, gt=0)
+    tau_start: float = Field(1.0, gt=0)
+    tau_end: float = Field(0.1, gt=0)
+    kmeans_iterations: int = Field(25, ge=1)
+
+    @model_validator(mode="after")
+    def _sizes_match_levels(self) -> QuantizerConfig:
+        if self.codebook_sizes is not None:
+            if len(self.codebook_sizes) != self.levels:
+                raise ValueError(f"codebook_sizes has {len(self.codebook_sizes)} entries, levels={self.levels}")
+            if min(self.codebook_sizes) < 2:
+                raise ValueError("every codebook needs at least 2 codes")
+        return self
+
+
+class LossConfig(Section):
+    ntp: float = Field(1.0, ge=0)
+    global_recon: float = Field(1.0, ge=0)
+    local: float = Field(0.25, ge=0)
+    commitment_beta: float = Field(0.25, ge=0)
+    infonce: float = Field(1.0, ge=0)
+    infonce_temperature: float = Field(0.05, gt=0)
+    diversity: float = Field(0.5, ge=0)
+
+
+class TrainConfig(Section):
+    seed: int = 0
+    batch_size: int = Field(256, ge=2)
+    dense_epochs: int = Field(1, ge=0, description="warm-up: towers on InfoNCE before the index is built")
+    quantizer_epochs: int = Field(3, ge=0, description="frozen mode only: reconstruction epochs "
+                                  "over the items before the codes are fixed")
+    joint_epochs: int = Field(3, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    quantizer_lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_examples: int = Field(2000, ge=1, description="validation examples scored each epoch")
+    select_metric: str = "ndcg@10"
+    threads: int | None = Field(None, ge=1)
+
+
+class SearchConfig(Section):
+    beam_size: int = Field(10, ge=1)
+    rule: Literal["lexicographic", "fused", "rerank"] = "lexicographic"
+    fusion_weight: float = 1.0
+    rerank_beam_size: int = Field(50, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(Section):
+    name: str = "dgi"
+    data: DataConfig = DataConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    model: ModelConfig = ModelConfig()
+    quantizer: QuantizerConfig = QuantizerConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    search: SearchConfig = SearchConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the source."""
+
+
+def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> Config:
+    """Merge `base` (or the defaults), each YAML file in order, then `section.key=value` overrides."""
+    merged: dict[str, Any] = dict(base or {})
+    for file in files:
+        try:
+            layer = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{file}: cannot read config: {error}") from error
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{file}: a config file must be a mapping, got {type(layer).__name__}")
+        merged = _deep_merge(merged, layer)
+    for override in overrides:
+        merged = _deep_merge(merged, _parse_override(override))
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config ({', '.join(map(str, files)) or 'defaults'}"
+                          f"{' + overrides' if overrides else ''}):\n{error}") from error
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def auto_codebook_sizes(n_items: int, levels: int) -> list[int]:
+    """256 codes a level from ~10k items up (as in TIGER); fewer for small corpora so codes get used."""
+    size = 16
+    while size < 256 and size * 2 * 32 <= n_items:
+        size *= 2
+    return [size] * levels
+
+
+def _parse_override(text: str) -> dict[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node: Any = value
+    for part in reversed(key.strip().split(".")):
+        node = {part: node}
+    return node
+
+
+def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,104 @@
+"""SID decoder and its output heads (tied to the codebooks, or own weights).
+
+The decoder runs on [B, W, T, d]: W beams of one query share that query's context memory, so the
+cross-attention keys/values are computed once per query and all beams attend to them in one call
+(no copy of the memory per beam).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgi.geometry import Geometry, LearnableScale, similarity_logits
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: causal self-attention within a beam, cross-attention to the context, feed-forward.
+
+    Every residual branch's output projection starts at zero, so a fresh block is the identity.
+    """
+
+    def __init__(self, width: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.self_qkv = nn.Linear(width, 3 * width)
+        self.self_out = nn.Linear(width, width)
+        self.cross_query = nn.Linear(width, width)
+        self.cross_key_value = nn.Linear(width, 2 * width)
+        self.cross_out = nn.Linear(width, width)
+        self.ffn = nn.Sequential(nn.Linear(width, ffn_multiplier * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_multiplier * width, width))
+        with torch.no_grad():
+            for linear in (self.self_out, self.cross_out, self.ffn[-1]):
+                linear.weight.zero_()
+                linear.bias.zero_()
+
+    def memory_key_value(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, S, d] -> keys, values [B, heads, S, d/heads]; computed once per query."""
+        key, value = self.cross_key_value(memory).chunk(2, dim=-1)
+        return self._split(key), self._split(value)
+
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_attend: Tensor) -> Tensor:
+        """x [B, W, T, d]; memory_attend [B, 1, 1, S] True where a context slot may be attended."""
+        batch, beams, steps, width = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = self.self_qkv(self.self_norm(x)).reshape(batch * beams, steps, 3 * width).chunk(3, dim=-1)
+        attended = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), dropout_p=p,
+                                                  is_causal=True)
+        x = x + F.dropout(self.self_out(self._merge(attended)).reshape(x.shape), p, self.training)
+        query = self._split(self.cross_query(self.cross_norm(x)).reshape(batch, beams * steps, width))
+        attended = F.scaled_dot_product_attention(query, *memory_kv, attn_mask=memory_attend, dropout_p=p)
+        x = x + F.dropout(self.cross_out(self._merge(attended)).reshape(x.shape), p, self.training)
+        return x + F.dropout(self.ffn(self.ffn_norm(x)), p, self.training)
+
+    def _split(self, t: Tensor) -> Tensor:
+        n, length, width = t.shape
+        return t.reshape(n, length, self.heads, width // self.heads).transpose(1, 2)
+
+    @staticmethod
+    def _merge(t: Tensor) -> Tensor:
+        n, heads, length, head_dim = t.shape
+        return t.transpose(1, 2).reshape(n, length, heads * head_dim)
+
+
+class SIDDecoder(nn.Module):
+    """Causal decoder over m input vectors per beam, cross-attending to the context memory."""
+
+    def __init__(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float, levels: int) -> None:
+        super().__init__()
+        self.level_embedding = nn.Parameter(torch.zeros(levels, width))
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier, dropout) for _ in range(layers))
+
+    def forward(self, inputs: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
+        """inputs [B, W, T, d], memory [B, S, d], memory_padding [B, S] True = padding -> hidden [B, W, T, d]."""
+        attend = ~memory_padding[:, None, None, :]
+        x = inputs + self.level_embedding[: inputs.shape[2]]
+        for block in self.blocks:
+            x = block(x, block.memory_key_value(memory), attend)
+        return x
+
+
+class CodeHeads(nn.Module):
+    """Level-j classifier. Tied: the weight IS codebook j (no separate lm_head); untied: own weights."""
+
+    def __init__(self, codebook_sizes: list[int], width: int, sharing: Literal["tied", "untied"],
+                 geometry: Geometry, gamma_init: float) -> None:
+        super().__init__()
+        self.sharing = sharing
+        self.geometry = geometry
+        self.own = nn.ParameterList(nn.Parameter(torch.randn(k, width) * width**-0.5) for k in codebook_sizes) \
+            if sharing == "untied" else None
+        self.scales = nn.ModuleList(LearnableScale(gamma_init) for _ in codebook_sizes) if geometry == "cosine" else None
+
+    def weight(self, level: int, codebooks: nn.ParameterList) -> Tensor:
+        return codebooks[level] if self.own is None else self.own[level]
+
+    def forward(self, hidden: Tensor, level: int, codebooks: nn.ParameterList) -> Tensor:
+        scale = self.scales[level]() if self.scales is not None else None
+        return similarity_logits(hidden, self.weight(level, codebooks), self.geometry, scale)

@@ -1,0 +1,51 @@
+"""The DGI loss terms (METHOD.md, "Loss"). Each returns a scalar mean over the batch."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def next_token(logits: list[Tensor], codes: Tensor) -> Tensor:
+    """L_NTP: cross-entropy of each level's hard code, averaged over levels."""
+    return torch.stack([F.cross_entropy(level_logits, codes[:, j]) for j, level_logits in enumerate(logits)]).mean()
+
+
+def global_reconstruction(z: Tensor, reconstruction: Tensor) -> Tensor:
+    """L_Global: 1 - cos(z_base, sum_j z~_j) — reconstruction by direction, not MSE."""
+    return (1.0 - F.cosine_similarity(z, reconstruction, dim=-1)).mean()
+
+
+def local_commitment(hard_residuals: Tensor, codewords: Tensor, beta: float) -> Tensor:
+    """L_Local: ||sg[r] - e||^2 pulls codewords to residuals; beta ||r - sg[e]||^2 commits the encoder."""
+    codebook_term = (hard_residuals.detach() - codewords).square().sum(-1)
+    commitment = (hard_residuals - codewords.detach()).square().sum(-1)
+    return (codebook_term + beta * commitment).sum(-1).mean()
+
+
+def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float) -> Tensor:
+    """In-batch contrastive loss between normalized z_q and the targets' z_base.
+
+    Other rows with the same target item are not negatives: they are masked out.
+    """
+    logits = context @ targets.T / temperature
+    same_item = target_ids[:, None] == target_ids[None, :]
+    diagonal = torch.eye(len(target_ids), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same_item & ~diagonal, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(target_ids), device=logits.device))
+
+
+def code_diversity(probs: list[Tensor]) -> Tensor:
+    """L_Div: 1 - H(pbar_j)/log K_j per level, averaged (pbar = batch-mean soft assignment).
+
+    Minimizing sum_k pbar log pbar as in the paper, rescaled to [0, 1] so its weight is comparable across K.
+    """
+    terms = []
+    for p in probs:
+        mean = p.mean(dim=0)
+        entropy = -(mean * torch.log(mean + 1e-10)).sum()
+        terms.append(1.0 - entropy / math.log(p.shape[-1]))
+    return torch.stack(terms).mean()

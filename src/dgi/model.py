@@ -1,0 +1,121 @@
+"""The DGI model: item tower + context encoder + residual quantizer + SID decoder, trained as one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgi import losses
+from dgi.config import Config
+from dgi.decoder import CodeHeads, SIDDecoder
+from dgi.quantizer import Frozen, GradientStrategy, GumbelSoft, Quantized, ResidualQuantizer, StraightThrough
+from dgi.towers import Context, ContextEncoder, TextProjection
+
+
+@dataclass
+class Batch:
+    """One training batch, as indices into the frozen text-embedding tables."""
+
+    targets: Tensor        # [B] item index
+    history: Tensor        # [B, L] item index, -1 padded on the left
+    query_ids: Tensor      # [B] query index or -1
+
+
+class DGIModel(nn.Module):
+    def __init__(self, config: Config, text_dim: int, codebook_sizes: list[int]) -> None:
+        super().__init__()
+        m, q = config.model, config.quantizer
+        self.config = config
+        self.item_tower = TextProjection(text_dim, m.width)
+        self.query_tower = TextProjection(text_dim, m.width)
+        self.context_encoder = ContextEncoder(m.width, m.context_layers, m.attention_heads, m.ffn_multiplier,
+                                              m.dropout, config.data.max_history)
+        self.quantizer = ResidualQuantizer(codebook_sizes, m.width, q.logits, q.gamma_init)
+        self.decoder = SIDDecoder(m.width, m.decoder_layers, m.attention_heads, m.ffn_multiplier, m.dropout,
+                                  len(codebook_sizes))
+        self.heads = CodeHeads(codebook_sizes, m.width, q.heads, q.logits, q.gamma_init)
+        # Filled when a frozen (two-stage) quantizer fixes the codes; saved with the weights.
+        self.register_buffer("frozen_codes", torch.zeros(0, len(codebook_sizes), dtype=torch.long))
+
+    # ----- representations -------------------------------------------------------------------
+    def init_projections(self, weight: Tensor, bias: Tensor) -> None:
+        self.item_tower.init_projection(weight, bias)
+        self.query_tower.init_projection(weight, bias)
+
+    def item_vectors(self, item_embeddings: Tensor) -> Tensor:
+        """z_base: normalized item-tower output."""
+        return self.item_tower(item_embeddings)
+
+    def encode_context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor,
+                       item_embeddings: Tensor) -> Context:
+        """history: [B, L] item indices (-1 = padding); query_embeddings [B, text_dim] (rows ignored where no query)."""
+        mask = history >= 0
+        history_vectors = self.item_vectors(item_embeddings[history.clamp(min=0)]) * mask[..., None]
+        if query_embeddings is None:
+            query = torch.zeros(len(history), history_vectors.shape[-1])
+        else:
+            query = self.query_tower(query_embeddings)
+        return self.context_encoder(history_vectors, mask, query, has_query)
+
+    # ----- generation ------------------------------------------------------------------------
+    @property
+    def strategy(self) -> GradientStrategy:
+        gradient = self.config.quantizer.gradient
+        if gradient == "frozen":
+            return Frozen(self.frozen_codes)
+        return GumbelSoft() if gradient == "gumbel" else StraightThrough()
+
+    def decoder_inputs(self, context_vector: Tensor, vectors: Tensor) -> Tensor:
+        """Step 0 reads z_q; step j reads z_q minus the first j codewords ("residual") or codeword j."""
+        if self.config.model.decoder_inputs == "residual":
+            following = context_vector[:, None] - vectors.cumsum(dim=1)
+        else:
+            following = vectors
+        return torch.cat([context_vector[:, None], following], dim=1)
+
+    def level_logits(self, context: Context, vectors: Tensor) -> list[Tensor]:
+        """Teacher-forced logits of every level given the m code vectors [B, m, d]."""
+        inputs = self.decoder_inputs(context.vector, vectors[:, :-1])
+        hidden = self.decoder(inputs[:, None], context.memory, context.padding)[:, 0]
+        return [self.heads(hidden[:, j], j, self.quantizer.codebooks) for j in range(hidden.shape[1])]
+
+    def step_log_probs(self, context: Context, prefix: Tensor) -> Tensor:
+        """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook."""
+        batch, beams, depth = prefix.shape
+        vectors = self.quantizer.codewords(prefix.reshape(batch * beams, depth))
+        inputs = self.decoder_inputs(context.vector.repeat_interleave(beams, dim=0), vectors)
+        hidden = self.decoder(inputs.reshape(batch, beams, depth + 1, -1), context.memory, context.padding)
+        return F.log_softmax(self.heads(hidden[:, :, -1], depth, self.quantizer.codebooks), dim=-1)
+
+    # ----- training --------------------------------------------------------------------------
+    def quantize(self, z: Tensor, item_ids: Tensor, tau: float) -> Quantized:
+        return self.strategy.quantize(self.quantizer, z, item_ids, tau)
+
+    def losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor, tau: float,
+               generative: bool) -> dict[str, Tensor]:
+        """Every loss term for one batch; `generative=False` is the dense warm-up (InfoNCE only)."""
+        weights = self.config.loss
+        has_query = batch.query_ids >= 0
+        queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
+        context = self.encode_context(batch.history, queries, has_query, item_embeddings)
+        z = self.item_vectors(item_embeddings[batch.targets])
+        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, weights.infonce_temperature)}
+        if not generative:
+            return terms
+        quantized = self.quantize(z, batch.targets, tau)
+        terms["ntp"] = losses.next_token(self.level_logits(context, quantized.vectors), quantized.codes)
+        if self.strategy.trains_quantizer:
+            codewords = self.quantizer.codewords(quantized.codes)
+            terms["global"] = losses.global_reconstruction(z, quantized.reconstruction)
+            terms["local"] = losses.local_commitment(quantized.hard_residuals, codewords, weights.commitment_beta)
+            terms["diversity"] = losses.code_diversity(quantized.probs)
+        return terms
+
+    def weighted_total(self, terms: dict[str, Tensor]) -> Tensor:
+        w = self.config.loss
+        weight = {"infonce": w.infonce, "ntp": w.ntp, "global": w.global_recon, "local": w.local,
+                  "diversity": w.diversity}
+        return sum(weight[name] * value for name, value in terms.items())

@@ -1,0 +1,151 @@
+"""A trained model plus its SID index: generative search (beam search -> SID buckets -> cosine) and dense search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dgi.config import SearchConfig
+from dgi.data import Item
+from dgi.encoders import EmbeddingCache
+from dgi.index import SIDIndex
+from dgi.model import DGIModel
+from dgi.search import Beams, Ranking, beam_search, rank_items
+from dgi.towers import Context
+
+
+@dataclass
+class SearchHit:
+    item_id: str
+    text: str
+    sid: tuple[int, ...]
+    beam_score: float
+    cosine: float
+    score: float
+
+
+class Retriever:
+    def __init__(self, model: DGIModel, index: SIDIndex | None, item_embeddings: Tensor, item_ids: Sequence[str],
+                 item_texts: Sequence[str], search: SearchConfig, encoder: EmbeddingCache | None = None) -> None:
+        self.model = model.eval()
+        self.index = index
+        self.item_embeddings = item_embeddings
+        self.item_ids = list(item_ids)
+        self.item_texts = list(item_texts)
+        self.search_config = search
+        self.encoder = encoder
+        with torch.no_grad():
+            self.item_vectors = torch.cat([model.item_vectors(chunk) for chunk in item_embeddings.split(8192)])
+        self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
+
+    @classmethod
+    def from_model(cls, model: DGIModel, item_embeddings: Tensor, item_ids: Sequence[str], item_texts: Sequence[str],
+                   search: SearchConfig, encoder: EmbeddingCache | None = None) -> Retriever:
+        """Index every item with its hard SID (the fixed table of a frozen quantizer)."""
+        model.eval()
+        if len(model.frozen_codes):
+            codes = model.frozen_codes
+        else:
+            with torch.no_grad():
+                codes = model.quantizer.encode(torch.cat([model.item_vectors(c) for c in item_embeddings.split(8192)]))
+        index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
+        return cls(model, index, item_embeddings, item_ids, item_texts, search, encoder)
+
+    # ----- batched search over integer inputs --------------------------------------------------
+    @torch.no_grad()
+    def context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor) -> Context:
+        return self.model.encode_context(history, query_embeddings, has_query, self.item_embeddings)
+
+    @torch.no_grad()
+    def beams(self, context: Context, beam_size: int, constrained: bool = True) -> Beams:
+        if self.index is None:
+            raise ValueError("this retriever has no SID index yet (dense path only)")
+        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix), len(context.vector),
+                           self.index, beam_size, constrained)
+
+    @torch.no_grad()
+    def generate(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int,
+                 rule: str | None = None, beam_size: int | None = None) -> Ranking:
+        """Constrained beam search, then the ranking rule inside/over the SID buckets."""
+        config = self.search_config
+        rule = rule or config.rule
+        beam_size = beam_size or (config.rerank_beam_size if rule == "rerank" else config.beam_size)
+        context = self.context(history, query_embeddings, has_query)
+        return rank_items(self.beams(context, beam_size), self.index, context.vector, self.item_vectors, k, rule,
+                          config.fusion_weight)
+
+    @torch.no_grad()
+    def dense(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The same model's dense path: exact search of z_q against every item vector."""
+        vector = self.context(history, query_embeddings, has_query).vector
+        scores, items = (vector @ self.item_vectors.T).topk(min(k, len(self.item_vectors)), dim=1)
+        return items, scores
+
+    # ----- text API ----------------------------------------------------------------------------
+    def search(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]], k: int = 10,
+               rule: str | None = None, beam_size: int | None = None) -> list[list[SearchHit]]:
+        """Top-k items for each (query text, history of item ids) pair; either part may be empty."""
+        if len(queries) != len(histories):
+            raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
+        history, query_embeddings, has_query = self._encode_inputs(queries, histories)
+        ranking = self.generate(history, query_embeddings, has_query, k, rule, beam_size)
+        results = []
+        for row in range(len(queries)):
+            hits = []
+            for col, item in enumerate(ranking.items[row].tolist()):
+                if item < 0:
+                    break
+                hits.append(SearchHit(self.item_ids[item], self.item_texts[item], tuple(self.index.codes[item].tolist()),
+                                      float(ranking.beam_scores[row, col]), float(ranking.cosines[row, col]),
+                                      float(ranking.scores[row, col])))
+            results.append(hits)
+        return results
+
+    def _encode_inputs(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor | None, Tensor]:
+        max_history = self.model.config.data.max_history
+        history = torch.full((len(histories), max_history), -1, dtype=torch.long)
+        for row, items in enumerate(histories):
+            unknown = [item for item in items if item not in self._position]
+            if unknown:
+                raise KeyError(f"unknown item id(s) in history {row}: {', '.join(map(str, unknown[:5]))}")
+            recent = [self._position[item] for item in items][-max_history:]
+            if recent:
+                history[row, -len(recent):] = torch.tensor(recent)
+        has_query = torch.tensor([bool(q and q.strip()) for q in queries], dtype=torch.bool)
+        query_embeddings = None
+        if has_query.any():
+            if self.encoder is None:
+                raise ValueError("query text given but this retriever has no text encoder")
+            texts = [q if q and q.strip() else "" for q in queries]
+            query_embeddings = torch.from_numpy(self.encoder.encode(texts))
+        return history, query_embeddings, has_query
+
+    def add_items(self, items: Sequence[Item]) -> None:
+        """Index new items without retraining: encode their text, quantize, insert into the SID table."""
+        duplicates = [item.id for item in items if item.id in self._position]
+        if duplicates:
+            raise ValueError(f"items already indexed: {', '.join(duplicates[:5])}")
+        if self.encoder is None:
+            raise ValueError("adding items needs the text encoder")
+        embeddings = torch.from_numpy(self.encoder.encode([item.text for item in items]))
+        with torch.no_grad():
+            vectors = self.model.item_vectors(embeddings)
+            codes = self.model.quantizer.encode(vectors)
+        self.index.add_items(codes)
+        self.item_embeddings = torch.cat([self.item_embeddings, embeddings])
+        self.item_vectors = torch.cat([self.item_vectors, vectors])
+        for item in items:
+            self._position[item.id] = len(self.item_ids)
+            self.item_ids.append(item.id)
+            self.item_texts.append(item.text)
+
+
+def load_retriever(run_dir: str | Path) -> Retriever:
+    """Load a trained run directory (see dgi.run)."""
+    from dgi.run import RunDirectory
+
+    return RunDirectory(Path(run_dir)).retriever()

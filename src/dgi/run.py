@@ -1,0 +1,80 @@
+"""The run directory: everything needed to resume training or serve a trained model.
+
+    config.yaml           resolved configuration
+    run.json              dataset path, text encoder, codebook sizes, text dimension
+    model.safetensors     best weights (selected on validation)
+    last.safetensors      latest weights + optimizer + RNG state, for --resume
+    state.json            training progress (epoch, step, best so far)
+    sid_index.safetensors SID table of the best model
+    log.jsonl             one line per epoch: every loss term, gamma, tau, code usage, collisions, validation
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgi.config import Config, dump_config, load_config
+from dgi.io import load_tensors, save_tensors, write_json, write_text
+
+
+@dataclass
+class RunDirectory:
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    info_file = property(lambda self: self.path / "run.json")
+    best_file = property(lambda self: self.path / "model.safetensors")
+    last_file = property(lambda self: self.path / "last.safetensors")
+    state_file = property(lambda self: self.path / "state.json")
+    index_file = property(lambda self: self.path / "sid_index.safetensors")
+    log_file = property(lambda self: self.path / "log.jsonl")
+
+    def exists(self) -> bool:
+        return self.config_file.exists() and self.info_file.exists()
+
+    def create(self, config: Config, info: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config_file, dump_config(config))
+        write_json(self.info_file, info)
+
+    def config(self) -> Config:
+        if not self.exists():
+            raise FileNotFoundError(f"{self.path} is not a dgi run directory (no config.yaml / run.json)")
+        return load_config([self.config_file])
+
+    def info(self) -> dict[str, Any]:
+        return json.loads(self.info_file.read_text(encoding="utf-8"))
+
+    def state(self) -> dict[str, Any] | None:
+        return json.loads(self.state_file.read_text(encoding="utf-8")) if self.state_file.exists() else None
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        write_json(self.state_file, state)
+
+    def save_weights(self, path: Path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | None = None) -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update(extra or {})
+        save_tensors(path, tensors)
+
+    @staticmethod
+    def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Load model weights in place; return the remaining (non-model) tensors."""
+        tensors = load_tensors(path)
+        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        if "frozen_codes" in state:  # the buffer's size is only known once the codes were fixed
+            model.frozen_codes = state["frozen_codes"].clone()
+        model.load_state_dict(state)
+        return {k: v for k, v in tensors.items() if not k.startswith("model.")}
+
+    def retriever(self):
+        from dgi.pipeline import load_trained
+
+        return load_trained(self)

@@ -1,0 +1,286 @@
+"""Constrained beam search over Semantic IDs and the coarse-to-fine item ranking rules.
+
+Each function has a slow, loop-based ``reference_*`` twin with identical semantics; the tests
+check that the fast versions match them exactly, ties included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dgi.index import SIDIndex
+
+StepFn = Callable[[Tensor], Tensor]
+"""Prefixes [B, W, j] (long) -> log-probs [B, W, K_{j+1}] over the full next codebook.
+
+Each output row must depend only on its query (row b) and its prefix, not on its position w:
+implementations order beams differently (the fast search keeps them in SID-key order), and W
+shrinks to the most beams any query still has. Rows of missing beams hold arbitrary in-range
+codes; their outputs are ignored. Log-probs must not be NaN.
+"""
+
+RULES = ("lexicographic", "fused", "rerank")
+
+
+@dataclass
+class Beams:
+    """Generated SIDs per query, best first (score desc, then SID key asc)."""
+
+    codes: Tensor  # [B, W, m] long, -1 for missing beams
+    scores: Tensor  # [B, W] summed log-probs of the chosen codes (not renormalized), -inf if missing
+
+
+@dataclass
+class Ranking:
+    """Top-k items per query, -1 padded."""
+
+    items: Tensor  # [B, k] long item ids
+    beam_scores: Tensor  # [B, k] log-prob of the item's SID beam (-inf for padding)
+    cosines: Tensor  # [B, k] query-item cosine (nan for padding)
+    scores: Tensor  # [B, k] the rule's final score (-inf for padding)
+
+
+def beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: int,
+                constrained: bool = True) -> Beams:
+    """Beam search with one batched ``step_fn`` call per level and no loop over queries or beams.
+
+    Candidates are identified by their slot w * K + c in the dense [W, K] children layout.
+    Invariant: the live beams of each query are kept in ascending SID-key order, so ascending
+    slots are ascending keys, and a selection that breaks score ties by slot breaks them by key.
+    """
+    _check_beam_size(beam_size)
+    codes = torch.zeros(batch_size, 1, 0, dtype=torch.long)
+    scores = torch.zeros(batch_size, 1)
+    for j, size in enumerate(index.codebook_sizes):
+        logp = _checked_step(step_fn, codes, size)
+        scores = scores.to(logp.dtype)
+        if constrained:
+            cand, slots = _valid_candidates(index, codes, scores, logp)
+        else:  # every child is a candidate: the dense layout itself, dead beams already -inf
+            cand, slots = (scores.unsqueeze(-1) + logp).reshape(batch_size, -1), None
+        # Next width: the most finite candidates any query has, capped at beam_size.
+        n_next = min(beam_size, int((cand > float("-inf")).sum(1).max()) if cand.numel() else 0)
+        if n_next == 0:
+            return _missing(batch_size, beam_size, index.depth, logp.dtype)
+        pos = _top_positions(cand, n_next)
+        slot = pos if slots is None else slots.gather(1, pos)
+        parent, child = slot // size, slot % size
+        codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, j)), child.unsqueeze(-1)], -1)
+        scores = cand.gather(1, pos)
+    # Stable sort on the key-ordered beams: score desc, then key asc.
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    scores = scores.gather(1, order)
+    codes = codes.gather(1, order.unsqueeze(-1).expand_as(codes))
+    codes = codes.masked_fill((scores == float("-inf")).unsqueeze(-1), -1)
+    return _pad_beams(Beams(codes, scores), beam_size)
+
+
+def _valid_candidates(index: SIDIndex, codes: Tensor, scores: Tensor, logp: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores of the valid children of live beams only, packed per query into [B, C] (-inf padded),
+    with their slots w * K + c (ascending within a row).
+
+    Work after the model call scales with the number of valid children, not with W * K.
+    """
+    batch, width, size = logp.shape
+    alive = scores > float("-inf")
+    child, offsets = index.next_codes(codes.masked_fill(~alive.unsqueeze(-1), -1))
+    beam = torch.repeat_interleave(offsets.diff())  # flat beam id b * W + w of each candidate
+    value = scores.reshape(-1).index_select(0, beam) + logp.reshape(-1).index_select(0, beam * size + child)
+    query = beam // width
+    column, n_cols = _layout(query, batch)
+    cand = _scatter(query, column, value, (batch, n_cols), float("-inf"))
+    return cand, _scatter(query, column, (beam % width) * size + child, (batch, n_cols), 0)
+
+
+def _layout(rows: Tensor, n_rows: int, min_cols: int = 0) -> tuple[Tensor, int]:
+    """Columns that pack row-sorted entries left-aligned into [n_rows, n_cols], and n_cols."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    column = torch.arange(rows.numel()) - (counts.cumsum(0) - counts).index_select(0, rows)
+    return column, max(int(counts.max()) if rows.numel() else 0, min_cols)
+
+
+def _scatter(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], fill: float) -> Tensor:
+    out = torch.full(shape, fill, dtype=values.dtype)
+    out[rows, cols] = values
+    return out
+
+
+def _top_positions(flat: Tensor, k: int) -> Tensor:
+    """Ascending positions of the k best entries per row, ties going to the earlier position.
+
+    A topk finds the k-th best value t; everything above t is taken, plus the first entries equal
+    to t up to k. Linear time, unlike a full sort of all W * K candidates.
+    """
+    t = flat.topk(k, dim=1).values[:, -1:]
+    above = flat > t
+    at = flat == t
+    need = k - above.sum(1, keepdim=True)
+    chosen = above | (at & (at.cumsum(1) <= need))
+    return chosen.nonzero()[:, 1].view(flat.shape[0], k)
+
+
+def reference_beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: int,
+                          constrained: bool = True) -> Beams:
+    """Obviously correct beam search: Python loops, tuples and a set of valid prefixes."""
+    _check_beam_size(beam_size)
+    sizes = index.codebook_sizes
+    sids = [tuple(sid) for sid in index.codes.tolist()]
+    valid = {sid[:j] for sid in sids for j in range(len(sizes) + 1)}
+    beams: list[list[tuple[tuple[int, ...], Tensor | float]]] = [[((), 0.0)] for _ in range(batch_size)]
+    dtype = torch.float32
+    for j in range(len(sizes)):
+        width = max((len(query) for query in beams), default=0)
+        if width == 0:
+            break
+        prefixes = torch.zeros(batch_size, width, j, dtype=torch.long)
+        for b, query in enumerate(beams):
+            for w, (prefix, _) in enumerate(query):
+                prefixes[b, w] = torch.tensor(prefix, dtype=torch.long)
+        logp = _checked_step(step_fn, prefixes, sizes[j])
+        dtype = logp.dtype
+        new_beams = []
+        for b, query in enumerate(beams):
+            candidates = []
+            for w, (prefix, score) in enumerate(query):
+                row = score + logp[b, w]  # same dtype arithmetic as the fast version
+                for c, value in enumerate(row.tolist()):
+                    child = prefix + (c,)
+                    if value == float("-inf") or (constrained and child not in valid):
+                        continue
+                    candidates.append((-value, _reference_key(child, sizes), child, row[c]))
+            candidates.sort(key=lambda cand: (cand[0], cand[1]))
+            new_beams.append([(child, score) for _, _, child, score in candidates[:beam_size]])
+        beams = new_beams
+    out = _missing(batch_size, beam_size, len(sizes), dtype)
+    for b, query in enumerate(beams):
+        for w, (prefix, score) in enumerate(query):
+            out.codes[b, w] = torch.tensor(prefix)
+            out.scores[b, w] = score
+    return out
+
+
+def rank_items(beams: Beams, index: SIDIndex, query_vectors: Tensor, item_vectors: Tensor, k: int,
+               rule: str = "lexicographic", fusion_weight: float = 1.0) -> Ranking:
+    """Rank the items of the generated SID buckets; vectorized over queries and candidates.
+
+    Candidates are laid out query by query, beam by beam, ids ascending inside a bucket (CSR order
+    of ``index.items_of``), then padded into a [B, max_candidates] matrix and ordered with stable
+    sorts from the least to the most significant key.
+    """
+    _check_rank_args(beams, query_vectors, k, rule)
+    batch, width = beams.scores.shape
+    alive = beams.scores.reshape(-1) > float("-inf")
+    flat_codes = beams.codes.reshape(-1, index.depth)
+    items, offsets = index.items_of(flat_codes.masked_fill(~alive.unsqueeze(-1), -1))
+    counts = offsets.diff()
+    beam_of = torch.repeat_interleave(torch.arange(batch * width), counts)
+    query_of = beam_of // width
+    cos = (query_vectors.index_select(0, query_of) * item_vectors.index_select(0, items)).sum(-1)
+
+    column, n_cols = _layout(query_of, batch, k)
+
+    def matrix(values: Tensor, fill: float) -> Tensor:
+        return _scatter(query_of, column, values, (batch, n_cols), fill)
+
+    item_m = matrix(items, -1)
+    beam_m = matrix(beams.scores.reshape(-1).index_select(0, beam_of), float("-inf"))
+    cos_m = matrix(cos, float("nan"))
+    if rule == "lexicographic":
+        score_m = beam_m
+        # Already ids ascending inside each bucket; then cosine desc; then beam order (padding last).
+        rank_m = matrix(beam_of % width, width)
+        order = _stable_order(cos_m, descending=True)
+        order = _stable_order(rank_m, descending=False, order=order)
+    else:
+        score_m = cos_m if rule == "rerank" else beam_m + fusion_weight * cos_m
+        padding = item_m < 0
+        score_m = score_m.masked_fill(padding, float("-inf"))
+        order = _stable_order(item_m.masked_fill(padding, index.n_items), descending=False)
+        order = _stable_order(score_m, descending=True, order=order)
+    order = order[:, :k]
+    return Ranking(item_m.gather(1, order), beam_m.gather(1, order), cos_m.gather(1, order),
+                   score_m.gather(1, order))
+
+
+def _stable_order(key: Tensor, descending: bool, order: Tensor | None = None) -> Tensor:
+    """Stable sort of rows by ``key``, refining a previous ``order`` (least significant key first)."""
+    if order is None:
+        return torch.sort(key, dim=1, descending=descending, stable=True).indices
+    inner = torch.sort(key.gather(1, order), dim=1, descending=descending, stable=True).indices
+    return order.gather(1, inner)
+
+
+def reference_rank_items(beams: Beams, index: SIDIndex, query_vectors: Tensor, item_vectors: Tensor, k: int,
+                         rule: str = "lexicographic", fusion_weight: float = 1.0) -> Ranking:
+    """Obviously correct ranking: a dict from SID to items and Python sorts per query."""
+    _check_rank_args(beams, query_vectors, k, rule)
+    bucket: dict[tuple[int, ...], list[int]] = {}
+    for item, sid in enumerate(index.codes.tolist()):
+        bucket.setdefault(tuple(sid), []).append(item)
+    batch = beams.scores.shape[0]
+    dtype = torch.promote_types(query_vectors.dtype, item_vectors.dtype)
+    score_dtype = {"lexicographic": beams.scores.dtype, "rerank": dtype,
+                   "fused": torch.promote_types(beams.scores.dtype, dtype)}[rule]
+    out = Ranking(torch.full((batch, k), -1, dtype=torch.long),
+                  torch.full((batch, k), float("-inf"), dtype=beams.scores.dtype),
+                  torch.full((batch, k), float("nan"), dtype=dtype),
+                  torch.full((batch, k), float("-inf"), dtype=score_dtype))
+    for b in range(batch):
+        candidates = []  # (sort key, item, beam score, cosine, final score)
+        for w, (sid, beam_score) in enumerate(zip(beams.codes[b].tolist(), beams.scores[b].tolist())):
+            if beam_score == float("-inf"):
+                continue
+            for item in bucket.get(tuple(sid), []):
+                cos = torch.dot(query_vectors[b], item_vectors[item]).item()
+                final = {"lexicographic": beam_score, "fused": beam_score + fusion_weight * cos, "rerank": cos}[rule]
+                key = (w, -cos, item) if rule == "lexicographic" else (-final, item)
+                candidates.append((key, item, beam_score, cos, final))
+        candidates.sort(key=lambda cand: cand[0])
+        for r, (_, item, beam_score, cos, final) in enumerate(candidates[:k]):
+            out.items[b, r], out.beam_scores[b, r], out.cosines[b, r], out.scores[b, r] = item, beam_score, cos, final
+    return out
+
+
+def _checked_step(step_fn: StepFn, prefixes: Tensor, size: int) -> Tensor:
+    logp = step_fn(prefixes)
+    expected = (*prefixes.shape[:2], size)
+    if tuple(logp.shape) != expected:
+        raise ValueError(f"step_fn returned shape {tuple(logp.shape)}, expected {expected}")
+    return logp
+
+
+def _check_beam_size(beam_size: int) -> None:
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+
+
+def _check_rank_args(beams: Beams, query_vectors: Tensor, k: int, rule: str) -> None:
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if query_vectors.shape[0] != beams.scores.shape[0]:
+        raise ValueError(f"{query_vectors.shape[0]} query vectors for {beams.scores.shape[0]} queries")
+
+
+def _missing(batch_size: int, beam_size: int, depth: int, dtype: torch.dtype) -> Beams:
+    return Beams(torch.full((batch_size, beam_size, depth), -1, dtype=torch.long),
+                 torch.full((batch_size, beam_size), float("-inf"), dtype=dtype))
+
+
+def _pad_beams(beams: Beams, beam_size: int) -> Beams:
+    """Pad the beam dimension to ``beam_size`` with missing beams."""
+    batch, width, depth = beams.codes.shape
+    pad = _missing(batch, beam_size - width, depth, beams.scores.dtype)
+    return Beams(torch.cat([beams.codes, pad.codes], 1), torch.cat([beams.scores, pad.scores], 1))
+
+
+def _reference_key(prefix: tuple[int, ...], sizes: tuple[int, ...]) -> int:
+    key = 0
+    for code, size in zip(prefix, sizes):
+        key = key * size + code
+    return key

@@ -1,0 +1,75 @@
+"""Item tower and context encoder over frozen text embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgi.layers import zero_init_encoder
+
+
+def pca_projection(embeddings: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Weight [width, in] and bias [width] of a centered PCA projection (identity-like when width >= in)."""
+    mean = embeddings.mean(dim=0)
+    centered = embeddings - mean
+    in_dim = embeddings.shape[1]
+    if width >= in_dim or len(embeddings) < width:
+        weight = torch.eye(width, in_dim)
+    else:
+        _, _, v = torch.linalg.svd(centered, full_matrices=False)
+        weight = v[:width]
+    return weight, -(weight @ mean)
+
+
+class TextProjection(nn.Module):
+    """z = normalize(W e + b + f(e)): PCA-initialized linear map plus an adapter that starts at zero."""
+
+    def __init__(self, in_dim: int, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_dim, width)
+        self.adapter = nn.Sequential(nn.Linear(in_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        with torch.no_grad():
+            self.adapter[-1].weight.zero_()
+            self.adapter[-1].bias.zero_()
+
+    def init_projection(self, weight: Tensor, bias: Tensor) -> None:
+        with torch.no_grad():
+            self.linear.weight.copy_(weight)
+            self.linear.bias.copy_(bias)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return F.normalize(self.linear(embeddings) + self.adapter(embeddings), dim=-1)
+
+
+@dataclass
+class Context:
+    memory: Tensor       # [B, S, d] states the decoder cross-attends to
+    padding: Tensor      # [B, S] True where a slot is padding
+    vector: Tensor       # [B, d] normalized pooled context z_q
+
+
+class ContextEncoder(nn.Module):
+    """Transformer over [history items..., query]; pooled at the query, or at the last item when there is none."""
+
+    def __init__(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float, max_history: int) -> None:
+        super().__init__()
+        self.positions = nn.Parameter(torch.zeros(max_history + 1, width))
+        self.no_context = nn.Parameter(torch.randn(width) * width**-0.5)
+        self.encoder = zero_init_encoder(width, layers, heads, ffn_multiplier, dropout) if layers else None
+
+    def forward(self, history: Tensor, history_mask: Tensor, query: Tensor, has_query: Tensor) -> Context:
+        """history [B, L, d] (most recent last, left-padded), history_mask [B, L] True = real item,
+        query [B, d], has_query [B]."""
+        batch, length, _ = history.shape
+        has_history = history_mask.any(dim=1)
+        query_slot = torch.where(has_query[:, None], query, self.no_context.expand_as(query))
+        tokens = torch.cat([history, query_slot[:, None]], dim=1) + self.positions[-(length + 1):]
+        query_padding = ~has_query & has_history
+        padding = torch.cat([~history_mask, query_padding[:, None]], dim=1)
+        memory = self.encoder(tokens, src_key_padding_mask=padding) if self.encoder is not None else tokens
+        pool_at = torch.where(query_padding, length - 1, length)
+        pooled = memory[torch.arange(batch), pool_at]
+        return Context(memory, padding, F.normalize(pooled, dim=-1))

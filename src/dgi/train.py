@@ -1,0 +1,243 @@
+"""Training: dense warm-up -> index initialization (k-means) -> [frozen: quantizer fit] -> joint epochs.
+
+One optimizer for the whole model; the phase decides which loss terms run, so gradients reach only the
+parts a phase trains. Everything needed to continue after an interruption is saved after every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from dgi.config import Config, auto_codebook_sizes
+from dgi.corpus import EncodedCorpus
+from dgi.evaluate import index_statistics, validation_metrics
+from dgi.io import append_jsonl
+from dgi.losses import global_reconstruction, local_commitment
+from dgi.model import Batch, DGIModel
+from dgi.quantizer import StraightThrough
+from dgi.retriever import Retriever
+from dgi.run import RunDirectory
+from dgi.schedules import exponential_anneal, warmup_linear_decay
+from dgi.towers import pca_projection
+
+
+@dataclass
+class Phase:
+    name: str        # "dense" | "quantizer" | "joint"
+    epochs: int
+
+
+def training_phases(config: Config) -> list[Phase]:
+    t = config.train
+    phases = [Phase("dense", t.dense_epochs)]
+    if config.quantizer.gradient == "frozen":
+        phases.append(Phase("quantizer", t.quantizer_epochs))
+    phases.append(Phase("joint", t.joint_epochs))
+    return [phase for phase in phases if phase.epochs]
+
+
+def build_model(config: Config, corpus: EncodedCorpus) -> DGIModel:
+    sizes = config.quantizer.codebook_sizes or auto_codebook_sizes(len(corpus.item_ids), config.quantizer.levels)
+    return DGIModel(config, corpus.item_embeddings.shape[1], sizes)
+
+
+class Trainer:
+    def __init__(self, config: Config, corpus: EncodedCorpus, run: RunDirectory, progress: bool = True) -> None:
+        self.config, self.corpus, self.run, self.progress = config, corpus, run, progress
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
+        torch.manual_seed(config.train.seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        self.model = build_model(config, corpus)
+        self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width))
+        self.optimizer = self._optimizer()
+        self.phases = training_phases(config)
+        if not any(phase.name == "joint" for phase in self.phases):
+            raise ValueError("train.joint_epochs must be >= 1: the generative retriever is trained in the joint phase")
+        train = corpus.splits["train"]
+        self.train_batches = _tensors(train.targets, train.history, train.query_ids)
+        self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases)
+        self.state = {"epoch": 0, "step": 0, "joint_step": 0, "index_ready": False, "best_epoch": None,
+                      "best_score": None, "train_seconds": 0.0}
+
+    # ----- public -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train the remaining epochs; returns the final state (best epoch and score)."""
+        epoch_phases = [phase for phase in self.phases for _ in range(phase.epochs)]
+        for epoch in range(self.state["epoch"], len(epoch_phases)):
+            phase = epoch_phases[epoch]
+            started = time.perf_counter()
+            self._prepare(phase.name)
+            losses = self._run_epoch(phase.name, epoch, len(epoch_phases))
+            self.state["train_seconds"] += time.perf_counter() - started
+            record = self._epoch_record(epoch, phase.name, losses, time.perf_counter() - started)
+            self.state["epoch"] = epoch + 1
+            self._checkpoint(record, selectable=phase.name == "joint")
+        return self.state
+
+    def resume(self) -> None:
+        """Restore weights, optimizer, RNG and progress from the run directory's last checkpoint."""
+        state = self.run.state()
+        if state is None or not self.run.last_file.exists():
+            raise FileNotFoundError(f"{self.run.path} has no checkpoint to resume from")
+        extra = RunDirectory.load_weights(self.run.last_file, self.model)
+        self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
+        torch.set_rng_state(extra["rng.torch"])
+        self.state = state
+        if len(self.model.frozen_codes):
+            self.model.quantizer.requires_grad_(False)
+
+    # ----- phases -------------------------------------------------------------------------------
+    def _prepare(self, phase: str) -> None:
+        if phase != "dense" and not self.state["index_ready"]:
+            with torch.no_grad():
+                vectors = self.model.item_vectors(self.corpus.item_embeddings)
+            self.model.quantizer.kmeans_init(vectors, self.config.quantizer.kmeans_iterations, self.config.train.seed)
+            self.state["index_ready"] = True
+        if phase == "joint" and self.config.quantizer.gradient == "frozen" and not len(self.model.frozen_codes):
+            with torch.no_grad():
+                self.model.frozen_codes = self.model.quantizer.encode(self.model.item_vectors(self.corpus.item_embeddings))
+            self.model.quantizer.requires_grad_(False)
+
+    def _run_epoch(self, phase: str, epoch: int, n_epochs: int) -> dict[str, float]:
+        self.model.train()
+        sums: dict[str, float] = defaultdict(float)
+        batches = list(self._batches(phase, epoch))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs} {phase}", disable=not self.progress, leave=False)
+        for batch in bar:
+            self._set_learning_rate()
+            terms = self._losses(phase, batch)
+            total = sum(terms.values()) if phase == "quantizer" else self.model.weighted_total(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            self.optimizer.step()
+            self.state["step"] += 1
+            self.state["joint_step"] += phase == "joint"
+            for name, value in terms.items():
+                sums[name] += value.item()
+            sums["total"] += total.item()
+            bar.set_postfix(loss=f"{total.item():.3f}")
+        return {name: value / max(len(batches), 1) for name, value in sums.items()}
+
+    def _losses(self, phase: str, batch: Batch | Tensor) -> dict[str, Tensor]:
+        if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
+            with torch.no_grad():
+                z = self.model.item_vectors(self.corpus.item_embeddings[batch])
+            quantized = StraightThrough().quantize(self.model.quantizer, z, batch, 1.0)
+            codewords = self.model.quantizer.codewords(quantized.codes)
+            return {"global": global_reconstruction(z, quantized.reconstruction),
+                    "local": local_commitment(quantized.hard_residuals, codewords, self.config.loss.commitment_beta)}
+        return self.model.losses(batch, self.corpus.item_embeddings, self.corpus.query_embeddings, self.tau,
+                                 generative=phase == "joint")
+
+    @property
+    def tau(self) -> float:
+        q = self.config.quantizer
+        joint_steps = self.config.train.joint_epochs * self._steps_per_epoch("joint")
+        return exponential_anneal(self.state["joint_step"] / max(joint_steps - 1, 1), q.tau_start, q.tau_end)
+
+    def _batches(self, phase: str, epoch: int) -> Iterator[Batch | Tensor]:
+        generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
+        size = self.config.train.batch_size
+        if phase == "quantizer":
+            yield from torch.randperm(len(self.corpus.item_ids), generator=generator).split(size)
+            return
+        targets, history, query_ids = self.train_batches
+        order = torch.randperm(len(targets), generator=generator)
+        for chunk in order.split(size):
+            if len(chunk) > 1:  # in-batch negatives need at least two rows
+                yield Batch(targets[chunk], history[chunk], query_ids[chunk])
+
+    def _steps_per_epoch(self, phase: str) -> int:
+        n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
+        return -(-n // self.config.train.batch_size)
+
+    # ----- optimization ---------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        t = self.config.train
+        quantizer_ids = {id(p) for p in self.model.quantizer.parameters()}
+        decay, no_decay = [], []
+        for name, parameter in self.model.named_parameters():
+            if id(parameter) in quantizer_ids:
+                continue
+            (decay if parameter.ndim >= 2 and "embedding" not in name and "positions" not in name else no_decay).append(parameter)
+        groups = [{"params": decay, "weight_decay": t.weight_decay, "base_lr": t.lr},
+                  {"params": no_decay, "weight_decay": 0.0, "base_lr": t.lr},
+                  {"params": list(self.model.quantizer.parameters()), "weight_decay": 0.0, "base_lr": t.quantizer_lr}]
+        return torch.optim.AdamW(groups, lr=t.lr)
+
+    def _set_learning_rate(self) -> None:
+        multiplier = warmup_linear_decay(self.state["step"], self.config.train.warmup_steps, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * multiplier
+
+    # ----- logging and checkpoints ------------------------------------------------------------------
+    def _epoch_record(self, epoch: int, phase: str, losses: dict[str, float], seconds: float) -> dict:
+        model = self.model
+        record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 2), "step": self.state["step"],
+                  "lr": self.optimizer.param_groups[0]["lr"], "tau": self.tau, "losses": losses}
+        if model.quantizer.scale is not None:
+            record["gamma_quantizer"] = model.quantizer.scale().item()
+        if model.heads.scales is not None:
+            record["gamma_heads"] = [scale().item() for scale in model.heads.scales]
+        if self.state["index_ready"]:
+            retriever = self.retriever()
+            record["index"] = index_statistics(retriever.index)
+        else:
+            retriever = Retriever(model, None, self.corpus.item_embeddings, self.corpus.item_ids, [], self.config.search)
+        record["valid"] = validation_metrics(retriever, self.corpus, "valid", self.config.train.eval_examples,
+                                             generative=self.state["index_ready"] and phase != "dense")
+        return record
+
+    def retriever(self) -> Retriever:
+        return Retriever.from_model(self.model, self.corpus.item_embeddings, self.corpus.item_ids,
+                                    [item.text for item in self.corpus.dataset.items], self.config.search)
+
+    def _checkpoint(self, record: dict, selectable: bool) -> None:
+        score = _selection_score(record, self.config.train.select_metric)
+        if selectable and (self.state["best_score"] is None or score > self.state["best_score"]):
+            self.state["best_score"], self.state["best_epoch"] = score, record["epoch"]
+            self.run.save_weights(self.run.best_file, self.model)
+            self.retriever().index.save(self.run.index_file)
+        record["selected_score"] = score
+        append_jsonl(self.run.log_file, record)
+        tensors, groups = _flatten_optimizer(self.optimizer)
+        tensors["rng.torch"] = torch.get_rng_state()
+        self.run.save_weights(self.run.last_file, self.model, tensors)
+        self.run.save_state({**self.state, "param_groups": groups})
+        self.model.train()
+
+
+def _selection_score(record: dict, metric: str) -> float:
+    valid = record["valid"]
+    source = valid.get("generative") or valid["dense"]
+    return float(source[metric])
+
+
+def _tensors(*arrays: np.ndarray) -> tuple[Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(array)).long() for array in arrays)
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], list[dict]]:
+    state = optimizer.state_dict()
+    tensors = {f"optim.{param}.{key}": value for param, values in state["state"].items()
+               for key, value in values.items()}
+    return tensors, state["param_groups"]
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, Tensor]] = defaultdict(dict)
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, param, key = name.split(".", 2)
+            state[int(param)][key] = value
+    return {"state": dict(state), "param_groups": groups}

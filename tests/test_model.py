@@ -1,0 +1,141 @@
+"""The method's mechanisms: gradients through the quantizer, weight sharing, cosine geometry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgi.config import load_config
+from dgi.geometry import assignment_logits, similarity_logits
+from dgi.model import Batch, DGIModel
+
+TEXT_DIM, N_ITEMS, N_QUERIES = 24, 50, 10
+
+
+def make_model(*overrides: str) -> DGIModel:
+    config = load_config([], ["model.width=16", "model.attention_heads=2", "model.dropout=0",
+                              "quantizer.codebook_sizes=[8,8,8]", *overrides])
+    torch.manual_seed(0)
+    model = DGIModel(config, TEXT_DIM, [8, 8, 8])
+    items = torch.nn.functional.normalize(torch.randn(N_ITEMS, TEXT_DIM), dim=-1)
+    with torch.no_grad():
+        model.quantizer.kmeans_init(model.item_vectors(items), iterations=5, seed=0)
+        if model.config.quantizer.gradient == "frozen":
+            model.frozen_codes = model.quantizer.encode(model.item_vectors(items))
+            model.quantizer.requires_grad_(False)
+    return model, items
+
+
+def random_batch(batch_size: int = 12) -> Batch:
+    generator = torch.Generator().manual_seed(1)
+    history = torch.randint(0, N_ITEMS, (batch_size, 20), generator=generator)
+    history[:, :10] = -1
+    query_ids = torch.randint(-1, N_QUERIES, (batch_size,), generator=generator)
+    return Batch(torch.randperm(N_ITEMS, generator=generator)[:batch_size], history, query_ids)
+
+
+def ntp_gradients(model: DGIModel, items: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    terms = model.losses(random_batch(), items, queries, tau=1.0, generative=True)
+    terms["ntp"].backward()
+    return {
+        "codebooks": model.quantizer.codebooks[0].grad,
+        "item_tower": model.item_tower.linear.weight.grad,
+    }
+
+
+def test_gumbel_ntp_alone_reaches_codebooks_and_item_tower():
+    model, items = make_model("quantizer.gradient=gumbel")
+    grads = ntp_gradients(model, items)
+    assert grads["codebooks"] is not None and grads["codebooks"].abs().sum() > 0
+    assert grads["item_tower"] is not None and grads["item_tower"].abs().sum() > 0
+
+
+def test_straight_through_ntp_also_reaches_codebooks():
+    model, items = make_model("quantizer.gradient=ste")
+    grads = ntp_gradients(model, items)
+    assert grads["codebooks"].abs().sum() > 0 and grads["item_tower"].abs().sum() > 0
+
+
+def test_frozen_ntp_reaches_neither_codebooks_nor_item_tower_through_the_codes():
+    model, items = make_model("quantizer.gradient=frozen")
+    grads = ntp_gradients(model, items)
+    assert grads["codebooks"] is None
+    # the item tower still gets gradient through the history tokens of the context, never through targets:
+    model.zero_grad(set_to_none=True)
+    batch = random_batch()
+    batch.history[:] = -1
+    batch.query_ids[:] = 0
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    model.losses(batch, items, queries, tau=1.0, generative=True)["ntp"].backward()
+    grad = model.item_tower.linear.weight.grad
+    assert grad is None or not grad.any()
+
+
+def test_tied_heads_are_the_codebook_tensors_and_untied_are_not():
+    tied, _ = make_model("quantizer.heads=tied")
+    for level in range(3):
+        assert tied.heads.weight(level, tied.quantizer.codebooks) is tied.quantizer.codebooks[level]
+    assert not any(name.startswith("heads.own") for name, _ in tied.named_parameters())
+    untied, _ = make_model("quantizer.heads=untied")
+    for level in range(3):
+        assert untied.heads.weight(level, untied.quantizer.codebooks) is not untied.quantizer.codebooks[level]
+
+
+def test_cosine_logits_ignore_item_norms_and_dot_logits_do_not():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(5, 16), torch.randn(7, 16)
+    scales = torch.rand(7, 1) * 10 + 0.1
+    scale = torch.tensor(30.0)
+    assert torch.allclose(similarity_logits(hidden, weight, "cosine", scale),
+                          similarity_logits(hidden, weight * scales, "cosine", scale), atol=1e-5)
+    assert not torch.allclose(similarity_logits(hidden, weight, "dot"), similarity_logits(hidden, weight * scales, "dot"))
+    residual = torch.randn(5, 16)
+    assert torch.equal(assignment_logits(residual, weight, "cosine", scale).argmax(1),
+                       assignment_logits(residual, weight * scales, "cosine", scale).argmax(1))
+
+
+def test_cosine_gradient_has_no_radial_component():
+    """Weight normalization: the update cannot grow a popular item's norm (Riemannian SGD on the sphere)."""
+    torch.manual_seed(0)
+    weight = torch.randn(7, 16, requires_grad=True)
+    logits = similarity_logits(torch.randn(32, 16), weight, "cosine", torch.tensor(30.0))
+    torch.nn.functional.cross_entropy(logits, torch.zeros(32, dtype=torch.long)).backward()
+    radial = (weight.grad * weight.detach()).sum(dim=1)
+    assert torch.allclose(radial, torch.zeros(7), atol=1e-4)
+
+
+@pytest.mark.parametrize("gradient", ["gumbel", "ste", "frozen"])
+def test_every_loss_term_is_finite(gradient):
+    model, items = make_model(f"quantizer.gradient={gradient}")
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    terms = model.losses(random_batch(), items, queries, tau=0.5, generative=True)
+    expected = {"infonce", "ntp"} | ({"global", "local", "diversity"} if gradient != "frozen" else set())
+    assert set(terms) == expected
+    assert all(torch.isfinite(value) for value in terms.values())
+
+
+def test_residual_decoder_starts_at_the_quantized_context_vector():
+    """Zero-initialized decoder blocks + residual inputs: step j scores codes like the quantizer would."""
+    model, items = make_model("model.decoder_inputs=residual")
+    model.eval()
+    with torch.no_grad():
+        context = model.encode_context(torch.full((4, 20), -1), torch.randn(4, TEXT_DIM), torch.ones(4, dtype=bool), items)
+        codes = model.quantizer.encode(context.vector)
+        for level in range(3):
+            step = model.step_log_probs(context, codes[:, None, :level])[:, 0]
+            assert torch.equal(step.argmax(-1), codes[:, level])
+
+
+def test_step_log_probs_match_teacher_forced_logits():
+    model, items = make_model()
+    model.eval()
+    with torch.no_grad():
+        context = model.encode_context(torch.randint(0, N_ITEMS, (3, 20)), None, torch.zeros(3, dtype=bool), items)
+        codes = model.quantizer.encode(model.item_vectors(items[:3]))
+        forced = model.level_logits(context, model.quantizer.codewords(codes))
+        for level in range(3):
+            step = model.step_log_probs(context, codes[:, None, :level])[:, 0]
+            assert torch.allclose(step, torch.log_softmax(forced[level], -1), atol=1e-5)

@@ -1,0 +1,146 @@
+"""End to end on a tiny synthetic catalog with the real text encoder: train, evaluate, resume, search, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dgi import pipeline
+from dgi.baselines import PopularityBaseline
+from dgi.cli import app
+from dgi.data import Item
+from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.retriever import load_retriever
+from dgi.run import RunDirectory
+
+
+@pytest.fixture(scope="module")
+def test_report(trained_run, tiny_corpus):
+    return pipeline.evaluate_run(trained_run, "test", corpus=tiny_corpus)
+
+
+def test_dgi_clearly_beats_popularity(test_report, tiny_corpus):
+    ranked, _ = PopularityBaseline().fit(tiny_corpus).rank(tiny_corpus, "test", 20)
+    popularity = mean_metrics(per_query_metrics(ranked, tiny_corpus.splits["test"].targets))
+    dgi = test_report["methods"]["generative/lexicographic"]["overall"]
+    assert dgi["hit@10"] > 2 * popularity["hit@10"] and dgi["hit@10"] > popularity["hit@10"] + 0.15
+    assert dgi["ndcg@10"] > 2 * popularity["ndcg@10"]
+
+
+def test_report_has_every_rule_buckets_and_index_health(test_report, trained_run):
+    methods = test_report["methods"]
+    assert set(methods) == {"generative/lexicographic", "generative/fused", "generative/rerank", "dense"}
+    for method in methods.values():
+        assert {"hit@1", "hit@5", "hit@10", "hit@20", "ndcg@10", "mrr"} <= set(method["overall"])
+        assert set(method["buckets"]) == {"B0", "B1", "B2", "B3", "B4"}
+        assert sum(bucket["count"] for bucket in method["buckets"].values()) == test_report["n_examples"]
+    assert 0.0 <= test_report["invalid_sid_rate"] <= 1.0
+    assert 0.0 < test_report["index"]["collisions"]["unique_share"] <= 1.0
+    written = json.loads((trained_run / "eval-test" / "metrics.json").read_text())
+    assert written["methods"]["dense"]["overall"] == methods["dense"]["overall"]
+    lines = (trained_run / "eval-test" / "run.trec").read_text().splitlines()
+    assert lines and len(lines[0].split()) == 6
+
+
+def test_run_directory_and_epoch_log(trained_run):
+    run = RunDirectory(trained_run)
+    for path in (run.config_file, run.info_file, run.best_file, run.last_file, run.index_file, run.log_file):
+        assert path.exists(), path
+    records = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["dense", "joint", "joint"]
+    joint = records[-1]
+    assert {"infonce", "ntp", "global", "local", "diversity"} <= set(joint["losses"])
+    assert joint["gamma_quantizer"] > 0 and len(joint["gamma_heads"]) == 3 and joint["tau"] == pytest.approx(0.1)
+    assert len(joint["index"]["code_usage"]) == 3 and "collision_rate" in joint["index"]["collisions"]
+    assert {"dense", "generative"} <= set(joint["valid"])
+    assert run.state()["best_epoch"] in (2, 3)
+    assert not list(trained_run.glob("*.tmp"))
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_config, tiny_corpus, trained_run,
+                                                                    tmp_path, monkeypatch):
+    from dgi.train import Trainer
+
+    original = Trainer._checkpoint
+    calls = {"n": 0}
+
+    def interrupt_after_two(self, record, selectable):
+        original(self, record, selectable)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train(tiny_config, tmp_path / "run", tiny_corpus, progress=False)
+    monkeypatch.setattr(Trainer, "_checkpoint", original)
+    assert RunDirectory(tmp_path / "run").state()["epoch"] == 2
+    trainer = Trainer(tiny_config, tiny_corpus, RunDirectory(tmp_path / "run"), progress=False)
+    trainer.resume()
+    trainer.fit()
+    resumed = RunDirectory.load_weights  # noqa: F841 - compare raw tensors below
+    from dgi.io import load_tensors
+
+    a = load_tensors(tmp_path / "run" / "last.safetensors")
+    b = load_tensors(trained_run / "last.safetensors")
+    for name in a:
+        if name.startswith("model."):
+            assert torch.allclose(a[name], b[name], atol=1e-5), name
+
+
+def test_python_api_search_and_adding_items(trained_run, tiny_corpus):
+    retriever = load_retriever(trained_run)
+    example = tiny_corpus.dataset.splits["test"][0]
+    hits = retriever.search([example.query], [list(example.history)], k=5)[0]
+    assert 0 < len(hits) <= 5
+    assert all(retriever.index.is_valid(torch.tensor([hit.sid])).all() for hit in hits)
+    assert [hit.beam_score for hit in hits] == sorted((hit.beam_score for hit in hits), reverse=True)
+
+    new = Item(id="NEW-1", text=tiny_corpus.dataset.items[0].text + " limited edition")
+    retriever.add_items([new])
+    position = retriever.item_ids.index("NEW-1")
+    sid = retriever.index.codes[position]
+    items, offsets = retriever.index.items_of(sid[None])
+    assert position in items[offsets[0]:offsets[1]].tolist()
+    found = retriever.search([new.text], [[]], k=20, rule="rerank", beam_size=40)[0]
+    assert "NEW-1" in [hit.item_id for hit in found]
+    with pytest.raises(ValueError, match="already indexed"):
+        retriever.add_items([new])
+
+
+def test_unknown_history_item_is_a_clear_error(trained_run):
+    with pytest.raises(KeyError, match="NOPE"):
+        load_retriever(trained_run).search([None], [["NOPE"]])
+
+
+def test_frozen_untied_dot_ablation_trains_and_evaluates(tiny_config, tiny_corpus, tmp_path):
+    config = tiny_config.model_copy(deep=True)
+    config.quantizer.gradient, config.quantizer.heads, config.quantizer.logits = "frozen", "untied", "dot"
+    config.train.joint_epochs = 1
+    run = pipeline.train(config, tmp_path / "without-all", tiny_corpus, progress=False)
+    records = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["dense", "quantizer", "joint"]
+    report = pipeline.evaluate_run(run.path, "valid", corpus=tiny_corpus, limit=100)
+    assert np.isfinite(report["methods"]["generative/lexicographic"]["overall"]["hit@10"])
+    retriever = load_retriever(run.path)
+    assert torch.equal(retriever.index.codes, retriever.model.frozen_codes)
+
+
+def test_cli_synth_eval_and_search(trained_run, tmp_path, tiny_corpus):
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "data"), "--items", "300",
+                                 "--examples", "2000", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "items.jsonl").exists()
+    result = runner.invoke(app, ["eval", str(trained_run), "--split", "valid", "--limit", "50",
+                                 "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "hit@10" in result.output and (tmp_path / "eval" / "metrics.json").exists()
+    history = ",".join(tiny_corpus.dataset.splits["test"][1].history[-3:])
+    result = runner.invoke(app, ["search", str(trained_run), "hiking boots", "--history", history, "--k", "3"])
+    assert result.exit_code == 0, result.output
+    assert "SID" in result.output
