@@ -1,3 +1,7 @@
 """Differentiable Geometric Indexing: end-to-end generative retrieval."""
 
+from dgi.data import Item
+from dgi.retriever import Retriever, SearchHit, load_retriever
+
 __version__ = "0.1.0"
+__all__ = ["Item", "Retriever", "SearchHit", "load_retriever"]

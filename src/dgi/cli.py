@@ -33,6 +33,44 @@ def data_synth(
     console.print(f"wrote {out}: {len(dataset.items)} items; {sizes}")
 
 
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys")],
+    source: Annotated[Path, typer.Option(help="directory holding the upstream files (see 'dgi data download')")],
+    out: Annotated[Path, typer.Option(help="output dataset directory")],
+    max_history: Annotated[int, typer.Option(help="keep the last N items of each history")] = 20,
+    query_seed: Annotated[int, typer.Option(help="seed of the semi-synthetic queries (search variant)")] = 0,
+) -> None:
+    """Convert upstream Amazon files into a dataset with leave-one-out splits."""
+    from dgi.data.amazon import prepare_amazon
+
+    try:
+        dataset = prepare_amazon(source, name, max_history=max_history, query_seed=query_seed)
+    except ValueError as exc:  # DataError included: names the file and line
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    dataset.save(out)
+    sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset.splits.items())
+    console.print(f"wrote {out} ({dataset.name}): {len(dataset.items)} items; {sizes}")
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys")],
+    out: Annotated[Path, typer.Option(help="directory for the upstream files")],
+) -> None:
+    """Fetch the upstream files of an Amazon dataset, verified by size and sha256."""
+    from dgi.data.amazon import DownloadError, download_amazon
+
+    try:
+        paths = download_amazon(name, out)
+    except (ValueError, DownloadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for path in paths:
+        console.print(f"{path} ({path.stat().st_size} bytes, sha256 verified)")
+
+
 @app.command()
 def train(
     config: Annotated[Optional[list[Path]], typer.Option("--config", "-c", help="YAML config (repeatable, later wins)")] = None,
@@ -103,8 +141,8 @@ def search(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
-    items: Annotated[int, typer.Option(help="synthetic items")] = 20_000,
-    examples: Annotated[int, typer.Option(help="synthetic examples")] = 150_000,
+    items: Annotated[int, typer.Option(help="synthetic items")] = 10_000,
+    examples: Annotated[int, typer.Option(help="synthetic examples")] = 80_000,
     seed: Annotated[int, typer.Option(help="seed for data and training")] = 0,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:

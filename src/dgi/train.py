@@ -7,6 +7,7 @@ parts a phase trains. Everything needed to continue after an interruption is sav
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,11 +193,20 @@ class Trainer:
         if self.state["index_ready"]:
             retriever = self.retriever()
             record["index"] = index_statistics(retriever.index)
+            self._warn_on_collapse(record["index"]["collisions"]["unique_share"])
         else:
             retriever = Retriever(model, None, self.corpus.item_embeddings, self.corpus.item_ids, [], self.config.search)
         record["valid"] = validation_metrics(retriever, self.corpus, "valid", self.config.train.eval_examples,
                                              generative=self.state["index_ready"] and phase != "dense")
         return record
+
+    def _warn_on_collapse(self, unique_share: float) -> None:
+        """A falling share of unique SIDs is the joint objective's degenerate solution, not progress."""
+        previous = self.state.get("unique_share")
+        if previous is not None and unique_share < 0.8 * previous:
+            warnings.warn(f"share of items with a unique SID fell from {previous:.3f} to {unique_share:.3f}: "
+                          "codebook collapse? lower train.quantizer_lr or raise loss.diversity", stacklevel=2)
+        self.state["unique_share"] = unique_share
 
     def retriever(self) -> Retriever:
         return Retriever.from_model(self.model, self.corpus.item_embeddings, self.corpus.item_ids,

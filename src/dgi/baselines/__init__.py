@@ -1,5 +1,8 @@
 """Non-generative reference retrievers sharing one interface: fit(corpus) -> rank(corpus, split, k)."""
 
+from dgi.baselines.bm25 import BM25Baseline
+from dgi.baselines.content import ContentBaseline
+from dgi.baselines.dense import DenseZeroShotBaseline
 from dgi.baselines.popularity import PopularityBaseline
 
-__all__ = ["PopularityBaseline"]
+__all__ = ["BM25Baseline", "ContentBaseline", "DenseZeroShotBaseline", "PopularityBaseline"]
