@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,7 @@ from rich.table import Table
 app = typer.Typer(help="Differentiable Geometric Indexing: end-to-end generative retrieval.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: generate, prepare, download.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs keep full tables
 
 
 @data_app.command("synth")
@@ -35,17 +36,22 @@ def data_synth(
 
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys")],
-    source: Annotated[Path, typer.Option(help="directory holding the upstream files (see 'dgi data download')")],
+    name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys | beir")],
+    source: Annotated[Path, typer.Option(help="directory holding the upstream files (see 'dgi data download') "
+                                         "or a BEIR-format corpus")],
     out: Annotated[Path, typer.Option(help="output dataset directory")],
     max_history: Annotated[int, typer.Option(help="keep the last N items of each history")] = 20,
     query_seed: Annotated[int, typer.Option(help="seed of the semi-synthetic queries (search variant)")] = 0,
 ) -> None:
-    """Convert upstream Amazon files into a dataset with leave-one-out splits."""
+    """Convert upstream Amazon files (leave-one-out splits) or a BEIR-format corpus into a dataset."""
     from dgi.data.amazon import prepare_amazon
+    from dgi.data.beir import load_beir
 
     try:
-        dataset = prepare_amazon(source, name, max_history=max_history, query_seed=query_seed)
+        if name == "beir":
+            dataset = load_beir(source)
+        else:
+            dataset = prepare_amazon(source, name, max_history=max_history, query_seed=query_seed)
     except ValueError as exc:  # DataError included: names the file and line
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

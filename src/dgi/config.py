@@ -17,6 +17,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     path: Path | None = None
     max_history: int = Field(20, ge=1)
+    indexing_ratio: float = Field(0.0, ge=0.0, le=1.0, description="share of the items (with text) "
+                                  "that get a DSI indexing example in train: the item's text as the "
+                                  "query, the item as the target (seeded by train.seed)")
 
 
 class EncoderConfig(Section):
@@ -33,6 +36,9 @@ class ModelConfig(Section):
     attention_heads: int = Field(4, ge=1)
     ffn_multiplier: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    projection_init: Literal["pca", "whitened_pca"] = Field(
+        "pca", description="initial text -> width projection of the towers (centered PCA; whitened = "
+        "every kept direction rescaled to unit variance, which sharpens content similarity)")
     decoder_inputs: Literal["residual", "codewords"] = Field(
         "residual", description="what the decoder reads at step j: the context vector minus the "
         "codewords chosen so far (starts at the quantized dense solution) or the codewords")
@@ -72,6 +78,8 @@ class LossConfig(Section):
     commitment_beta: float = Field(0.25, ge=0)
     infonce: float = Field(1.0, ge=0)
     infonce_temperature: float = Field(0.05, gt=0)
+    sampled_negatives: int = Field(0, ge=0, description="items drawn uniformly per batch as extra InfoNCE "
+                                   "negatives; in-batch negatives alone follow popularity and push it down")
     diversity: float = Field(0.5, ge=0)
 
 

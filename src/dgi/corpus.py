@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgi.data import Dataset, ExampleArrays, to_arrays
+from dgi.data import Dataset, ExampleArrays, add_indexing_examples, to_arrays
 from dgi.encoders import EmbeddingCache
 
 
 @dataclass
 class EncodedCorpus:
+    """`splits["train"]` may also hold indexing examples that `dataset` (and so popularity) lacks."""
+
     dataset: Dataset
     item_embeddings: Tensor            # [n_items, text_dim] frozen text embeddings
     query_embeddings: Tensor           # [n_queries, text_dim] for every distinct query of every split
@@ -29,8 +31,13 @@ class EncodedCorpus:
         return [item.id for item in self.dataset.items]
 
 
-def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int) -> EncodedCorpus:
-    """Encode item texts (or take the items' own embeddings when every item has one) and all queries."""
+def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int,
+                  indexing_ratio: float = 0.0, seed: int = 0) -> EncodedCorpus:
+    """Encode item texts (or take the items' own embeddings when every item has one) and all queries.
+
+    `indexing_ratio` > 0 adds DSI indexing examples (`add_indexing_examples`) to the train
+    arrays only: they are not interactions, so popularity and its buckets ignore them.
+    """
     items = dataset.items
     if items and all(item.embedding is not None for item in items):
         item_embeddings = torch.tensor([item.embedding for item in items], dtype=torch.float32)
@@ -38,7 +45,7 @@ def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int) -
     else:
         item_embeddings = torch.from_numpy(encoder.encode([item.text for item in items]))
     splits, texts, position = {}, [], {}
-    for name, examples in dataset.splits.items():
+    for name, examples in add_indexing_examples(dataset, indexing_ratio, seed).splits.items():
         arrays = to_arrays(examples, dataset.item_index, max_history)
         for text in arrays.query_texts:
             if text not in position:

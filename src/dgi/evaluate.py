@@ -9,11 +9,18 @@ import numpy as np
 import torch
 
 from dgi.corpus import EncodedCorpus
+from dgi.data import ExampleArrays
 from dgi.index import SIDIndex
-from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.metrics import DEFAULT_KS, Qrels, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.retriever import Retriever
 
 RULES = ("lexicographic", "fused", "rerank")
+
+
+def relevance(arrays: ExampleArrays, limit: int | None = None) -> Qrels | np.ndarray:
+    """What metrics judge the first `limit` rankings against: graded qrels when the split has
+    them (several relevant items per query), else the single targets."""
+    return (arrays.targets if arrays.qrels is None else arrays.qrels)[:limit]
 
 
 def rank_split(retriever: Retriever, corpus: EncodedCorpus, split: str, method: str, k: int,
@@ -44,11 +51,11 @@ def validation_metrics(retriever: Retriever, corpus: EncodedCorpus, split: str, 
                        generative: bool) -> dict[str, dict[str, float]]:
     """Mean metrics of the dense path (and the generative search once an index exists) on a prefix of `split`."""
     k = max(DEFAULT_KS)
-    targets = corpus.splits[split].targets[:limit]
-    results = {"dense": mean_metrics(per_query_metrics(rank_split(retriever, corpus, split, "dense", k, limit)[0], targets))}
+    relevant = relevance(corpus.splits[split], limit)
+    results = {"dense": mean_metrics(per_query_metrics(rank_split(retriever, corpus, split, "dense", k, limit)[0], relevant))}
     if generative:
         ranked = rank_split(retriever, corpus, split, "generative", k, limit)[0]
-        results["generative"] = mean_metrics(per_query_metrics(ranked, targets))
+        results["generative"] = mean_metrics(per_query_metrics(ranked, relevant))
     return results
 
 
@@ -77,12 +84,13 @@ def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequen
              rules: Sequence[str] = RULES, limit: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Full report: every ranking rule, the dense path, popularity buckets, invalid-SID rate, index health.
 
-    Returns the report and the rankings (per method) so callers can write run files.
+    Metrics use the split's graded qrels when it has them (see `relevance`); popularity buckets
+    use each example's target. Returns the report and the rankings (per method) so callers can
+    write run files.
     """
     k = max(ks)
-    targets = corpus.splits[split].targets
-    if limit is not None:
-        targets = targets[:limit]
+    targets = corpus.splits[split].targets[:limit]  # popularity buckets follow the trained-toward item
+    relevant = relevance(corpus.splits[split], limit)
     buckets = popularity_buckets(corpus.popularity)
     report: dict = {"split": split, "n_examples": int(len(targets)), "ks": list(ks),
                     "default_rule": retriever.search_config.rule, "beam_size": retriever.search_config.beam_size,
@@ -94,7 +102,7 @@ def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequen
         started = time.perf_counter()
         ranked, scores = rank_split(retriever, corpus, split, method, k, limit, rule)
         seconds = time.perf_counter() - started
-        per_query = per_query_metrics(ranked, targets, ks)
+        per_query = per_query_metrics(ranked, relevant, ks)
         report["methods"][name] = {"overall": mean_metrics(per_query), "buckets": bucketed_metrics(per_query, targets, buckets),
                                    "query_ms": 1000 * seconds / max(len(targets), 1)}
         rankings[name] = (ranked, scores)

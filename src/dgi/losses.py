@@ -26,15 +26,21 @@ def local_commitment(hard_residuals: Tensor, codewords: Tensor, beta: float) -> 
     return (codebook_term + beta * commitment).sum(-1).mean()
 
 
-def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float) -> Tensor:
-    """In-batch contrastive loss between normalized z_q and the targets' z_base.
+def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float,
+             negatives: Tensor | None = None, negative_ids: Tensor | None = None) -> Tensor:
+    """Contrastive loss between normalized z_q and the targets' z_base.
 
-    Other rows with the same target item are not negatives: they are masked out.
+    Negatives are the other rows' targets (in-batch, so sampled by popularity) plus, optionally,
+    shared items drawn uniformly from the catalog; an item equal to the row's target is never a negative.
     """
-    logits = context @ targets.T / temperature
-    same_item = target_ids[:, None] == target_ids[None, :]
-    diagonal = torch.eye(len(target_ids), dtype=torch.bool, device=logits.device)
-    logits = logits.masked_fill(same_item & ~diagonal, float("-inf"))
+    candidates, candidate_ids = targets, target_ids
+    if negatives is not None:
+        candidates, candidate_ids = torch.cat([targets, negatives]), torch.cat([target_ids, negative_ids])
+    logits = context @ candidates.T / temperature
+    same_item = target_ids[:, None] == candidate_ids[None, :]
+    positive = torch.zeros_like(same_item)
+    positive[:, : len(target_ids)] = torch.eye(len(target_ids), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same_item & ~positive, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(target_ids), device=logits.device))
 
 

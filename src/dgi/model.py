@@ -102,7 +102,10 @@ class DGIModel(nn.Module):
         queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
         context = self.encode_context(batch.history, queries, has_query, item_embeddings)
         z = self.item_vectors(item_embeddings[batch.targets])
-        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, weights.infonce_temperature)}
+        negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,)) if weights.sampled_negatives else None
+        negatives = self.item_vectors(item_embeddings[negative_ids]) if negative_ids is not None else None
+        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, weights.infonce_temperature,
+                                            negatives, negative_ids)}
         if not generative:
             return terms
         quantized = self.quantize(z, batch.targets, tau)

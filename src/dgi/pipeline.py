@@ -26,7 +26,8 @@ def text_encoder(config: Config) -> EmbeddingCache:
 def prepare_corpus(config: Config) -> EncodedCorpus:
     if config.data.path is None:
         raise ValueError("no dataset: set data.path (a directory with items.jsonl, train.jsonl, test.jsonl)")
-    return encode_corpus(load_dataset(config.data.path), text_encoder(config), config.data.max_history)
+    return encode_corpus(load_dataset(config.data.path), text_encoder(config), config.data.max_history,
+                         config.data.indexing_ratio, config.train.seed)
 
 
 def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = None, progress: bool = True) -> RunDirectory:
@@ -38,6 +39,7 @@ def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = No
     config = config.model_copy(update={"data": config.data.model_copy(update={"path": Path(config.data.path).resolve()})})
     trainer = Trainer(config, corpus, run, progress)
     run.create(config, {"dataset": str(config.data.path), "encoder": corpus.encoder_name,
+                        "embedding_cache": str(text_encoder(config).directory),
                         "text_dim": int(corpus.item_embeddings.shape[1]),
                         "codebook_sizes": trainer.model.quantizer.codebook_sizes, "n_items": len(corpus.item_ids)})
     trainer.fit()

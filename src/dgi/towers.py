@@ -11,16 +11,20 @@ from torch import Tensor, nn
 from dgi.layers import zero_init_encoder
 
 
-def pca_projection(embeddings: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Weight [width, in] and bias [width] of a centered PCA projection (identity-like when width >= in)."""
+def pca_projection(embeddings: Tensor, width: int, whiten: bool = False) -> tuple[Tensor, Tensor]:
+    """Weight [width, in] and bias [width] of a centered (optionally whitened) PCA projection.
+
+    Identity-like when width >= the input dimension (then nothing is whitened).
+    """
     mean = embeddings.mean(dim=0)
-    centered = embeddings - mean
     in_dim = embeddings.shape[1]
     if width >= in_dim or len(embeddings) < width:
         weight = torch.eye(width, in_dim)
     else:
-        _, _, v = torch.linalg.svd(centered, full_matrices=False)
+        _, singular, v = torch.linalg.svd(embeddings - mean, full_matrices=False)
         weight = v[:width]
+        if whiten:
+            weight = weight / (singular[:width, None] / (len(embeddings) - 1) ** 0.5)
     return weight, -(weight @ mean)
 
 

@@ -58,7 +58,8 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
         self.model = build_model(config, corpus)
-        self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width))
+        self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width,
+                                                    whiten=config.model.projection_init == "whitened_pca"))
         self.optimizer = self._optimizer()
         self.phases = training_phases(config)
         if not any(phase.name == "joint" for phase in self.phases):

@@ -1,6 +1,7 @@
 """Dataset format, validation, synthetic generation and array conversion."""
 
 from dgi.data.arrays import ExampleArrays, to_arrays
+from dgi.data.beir import add_indexing_examples, indexing_examples, load_beir
 from dgi.data.loaders import (
     Dataset,
     embedding_check,
@@ -19,8 +20,11 @@ __all__ = [
     "Example",
     "ExampleArrays",
     "Item",
+    "add_indexing_examples",
     "embedding_check",
     "generate_synthetic",
+    "indexing_examples",
+    "load_beir",
     "load_dataset",
     "load_examples",
     "load_items",

@@ -21,6 +21,9 @@ class ExampleArrays:
     query_ids: np.ndarray  # int64 [n]: index into query_texts, PAD for no query
     query_texts: list[str]  # unique non-empty queries, first-seen order (each encoded once)
     example_ids: list[str]
+    # Graded relevance (item index -> relevance) per example, for metrics; None when no example
+    # has `relevant`, so single-target datasets keep the cheaper `targets` path.
+    qrels: list[dict[int, float]] | None = None
 
 
 def to_arrays(
@@ -54,4 +57,14 @@ def to_arrays(
         query_ids=query_ids,
         query_texts=list(query_index),
         example_ids=[example.id for example in examples],
+        qrels=_qrels(examples, item_index),
     )
+
+
+def _qrels(examples: Sequence[Example], item_index: Mapping[str, int]) -> list[dict[int, float]] | None:
+    """Each example's `relevant` in item indices; {target: 1.0} for examples without one."""
+    if all(example.relevant is None for example in examples):
+        return None
+    return [{item_index[item_id]: grade for item_id, grade in example.relevant.items()}
+            if example.relevant is not None else {item_index[example.target]: 1.0}
+            for example in examples]

@@ -124,6 +124,25 @@ def _parse_history(value: Any, known: Collection[str], path: Path, line: int) ->
     return tuple(value)
 
 
+def _parse_relevant(value: Any, target: str, known: Collection[str],
+                    path: Path, line: int) -> dict[str, float]:
+    _check_type(value, dict, "an object of item id -> relevance", path, line, "relevant")
+    relevant: dict[str, float] = {}
+    for item_id, grade in value.items():
+        if item_id not in known:
+            raise DataError(path, line, "relevant", f"unknown item id {item_id!r}")
+        if isinstance(grade, bool) or not isinstance(grade, (int, float)):
+            raise DataError(path, line, "relevant",
+                            f"expected a number for {item_id!r}, got {_json_type(grade)}")
+        if not math.isfinite(grade) or grade <= 0:
+            raise DataError(path, line, "relevant",
+                            f"relevance of {item_id!r} must be finite and > 0, got {grade}")
+        relevant[item_id] = float(grade)
+    if target not in relevant:
+        raise DataError(path, line, "relevant", f"does not contain the target {target!r}")
+    return relevant
+
+
 def load_examples(path: Path, item_ids: Collection[str], split: str) -> list[Example]:
     """Load one split; `item_ids` is the corpus, so dangling references fail at load time."""
     path = Path(path)
@@ -152,12 +171,16 @@ def load_examples(path: Path, item_ids: Collection[str], split: str) -> list[Exa
             raise DataError(path, line, "id", f"duplicate example id {example_id!r} "
                                               f"(first seen on line {first_line[example_id]})")
         first_line[example_id] = line
+        relevant = record.get("relevant")
+        if relevant is not None:
+            relevant = _parse_relevant(relevant, target, known, path, line)
         examples.append(Example(
             target=target,
             history=history,
             query=query if query and query.strip() else None,
             timestamp=None if timestamp is None else float(timestamp),
             id=example_id,
+            relevant=relevant,
         ))
     return examples
 
@@ -216,6 +239,8 @@ def _example_record(example: Example) -> dict[str, Any]:
     record["target"] = example.target
     if example.timestamp is not None:
         record["timestamp"] = example.timestamp
+    if example.relevant is not None:
+        record["relevant"] = dict(example.relevant)
     return record
 
 

@@ -20,13 +20,23 @@ class Item:
 
 @dataclass(frozen=True)
 class Example:
-    """One query/history -> target pair; `history` is oldest first, like the files."""
+    """One query/history -> target pair; `history` is oldest first, like the files.
+
+    `relevant` (item id -> relevance > 0) lists every relevant item for evaluation, since
+    search benchmarks judge several documents per query; `target`, which it must contain,
+    stays the single item the model is trained toward.
+    """
 
     target: str
     history: tuple[str, ...] = ()
     query: str | None = None
     timestamp: float | None = None
     id: str = ""
+    relevant: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.relevant is not None and self.target not in self.relevant:
+            raise ValueError(f"example {self.id!r}: target {self.target!r} is not in relevant")
 
 
 class DataError(ValueError):
