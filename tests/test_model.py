@@ -139,3 +139,18 @@ def test_step_log_probs_match_teacher_forced_logits():
         for level in range(3):
             step = model.step_log_probs(context, codes[:, None, :level])[:, 0]
             assert torch.allclose(step, torch.log_softmax(forced[level], -1), atol=1e-5)
+
+
+def test_item_id_vectors_start_at_zero_and_skip_items_added_later():
+    config = load_config([], ["model.width=16", "model.attention_heads=2", "model.item_id_embeddings=true",
+                              "quantizer.codebook_sizes=[8,8,8]"])
+    torch.manual_seed(0)
+    model = DGIModel(config, TEXT_DIM, [8, 8, 8], n_items=N_ITEMS)
+    items = torch.nn.functional.normalize(torch.randn(N_ITEMS + 2, TEXT_DIM), dim=-1)
+    assert torch.allclose(model.catalog_vectors(items), model.item_vectors(items))
+    with torch.no_grad():
+        model.item_id_embedding.weight.normal_()
+    with_ids = model.catalog_vectors(items)
+    assert not torch.allclose(with_ids[:N_ITEMS], model.item_vectors(items[:N_ITEMS]))
+    assert torch.allclose(with_ids[N_ITEMS:], model.item_vectors(items[N_ITEMS:]))  # unknown to the table
+    assert torch.allclose(with_ids.norm(dim=-1), torch.ones(N_ITEMS + 2))

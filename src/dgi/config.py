@@ -36,6 +36,9 @@ class ModelConfig(Section):
     attention_heads: int = Field(4, ge=1)
     ffn_multiplier: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    item_id_embeddings: bool = Field(
+        False, description="add a learnable per-item vector (zero at start) to the item tower's unit "
+        "output: collaborative signal a title cannot carry; items added after training keep none")
     projection_init: Literal["pca", "whitened_pca"] = Field(
         "pca", description="initial text -> width projection of the towers (centered PCA; whitened = "
         "every kept direction rescaled to unit variance, which sharpens content similarity)")

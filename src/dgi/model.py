@@ -25,12 +25,15 @@ class Batch:
 
 
 class DGIModel(nn.Module):
-    def __init__(self, config: Config, text_dim: int, codebook_sizes: list[int]) -> None:
+    def __init__(self, config: Config, text_dim: int, codebook_sizes: list[int], n_items: int = 0) -> None:
         super().__init__()
         m, q = config.model, config.quantizer
         self.config = config
         self.item_tower = TextProjection(text_dim, m.width)
         self.query_tower = TextProjection(text_dim, m.width)
+        self.item_id_embedding = nn.Embedding(n_items, m.width) if m.item_id_embeddings else None
+        if self.item_id_embedding is not None:
+            nn.init.zeros_(self.item_id_embedding.weight)
         self.context_encoder = ContextEncoder(m.width, m.context_layers, m.attention_heads, m.ffn_multiplier,
                                               m.dropout, config.data.max_history)
         self.quantizer = ResidualQuantizer(codebook_sizes, m.width, q.logits, q.gamma_init)
@@ -45,15 +48,26 @@ class DGIModel(nn.Module):
         self.item_tower.init_projection(weight, bias)
         self.query_tower.init_projection(weight, bias)
 
-    def item_vectors(self, item_embeddings: Tensor) -> Tensor:
-        """z_base: normalized item-tower output."""
-        return self.item_tower(item_embeddings)
+    def item_vectors(self, item_embeddings: Tensor, ids: Tensor | None = None) -> Tensor:
+        """z_base: normalized item-tower output (plus the item's ID vector when the model has them)."""
+        offset = None
+        if self.item_id_embedding is not None and ids is not None:
+            known = ids < self.item_id_embedding.num_embeddings  # items indexed after training have none
+            offset = self.item_id_embedding(torch.where(known, ids, 0)) * known[..., None]
+        return self.item_tower(item_embeddings, offset)
+
+    def catalog_vectors(self, item_embeddings: Tensor, chunk: int = 8192) -> Tensor:
+        """z_base of every item, item i being row i."""
+        ids = torch.arange(len(item_embeddings))
+        return torch.cat([self.item_vectors(e, i) for e, i in zip(item_embeddings.split(chunk), ids.split(chunk))]) \
+            if len(item_embeddings) else item_embeddings.new_zeros(0, self.config.model.width)
 
     def encode_context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor,
                        item_embeddings: Tensor) -> Context:
         """history: [B, L] item indices (-1 = padding); query_embeddings [B, text_dim] (rows ignored where no query)."""
         mask = history >= 0
-        history_vectors = self.item_vectors(item_embeddings[history.clamp(min=0)]) * mask[..., None]
+        ids = history.clamp(min=0)
+        history_vectors = self.item_vectors(item_embeddings[ids], ids) * mask[..., None]
         if query_embeddings is None:
             query = torch.zeros(len(history), history_vectors.shape[-1])
         else:
@@ -101,9 +115,9 @@ class DGIModel(nn.Module):
         has_query = batch.query_ids >= 0
         queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
         context = self.encode_context(batch.history, queries, has_query, item_embeddings)
-        z = self.item_vectors(item_embeddings[batch.targets])
+        z = self.item_vectors(item_embeddings[batch.targets], batch.targets)
         negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,)) if weights.sampled_negatives else None
-        negatives = self.item_vectors(item_embeddings[negative_ids]) if negative_ids is not None else None
+        negatives = self.item_vectors(item_embeddings[negative_ids], negative_ids) if negative_ids is not None else None
         terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, weights.infonce_temperature,
                                             negatives, negative_ids)}
         if not generative:

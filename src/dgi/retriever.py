@@ -39,7 +39,7 @@ class Retriever:
         self.search_config = search
         self.encoder = encoder
         with torch.no_grad():
-            self.item_vectors = torch.cat([model.item_vectors(chunk) for chunk in item_embeddings.split(8192)])
+            self.item_vectors = model.catalog_vectors(item_embeddings)
         self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
 
     @classmethod
@@ -51,7 +51,7 @@ class Retriever:
             codes = model.frozen_codes
         else:
             with torch.no_grad():
-                codes = model.quantizer.encode(torch.cat([model.item_vectors(c) for c in item_embeddings.split(8192)]))
+                codes = model.quantizer.encode(model.catalog_vectors(item_embeddings))
         index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
         return cls(model, index, item_embeddings, item_ids, item_texts, search, encoder)
 

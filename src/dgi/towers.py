@@ -44,8 +44,10 @@ class TextProjection(nn.Module):
             self.linear.weight.copy_(weight)
             self.linear.bias.copy_(bias)
 
-    def forward(self, embeddings: Tensor) -> Tensor:
-        return F.normalize(self.linear(embeddings) + self.adapter(embeddings), dim=-1)
+    def forward(self, embeddings: Tensor, offset: Tensor | None = None) -> Tensor:
+        """`offset` (e.g. an item's ID vector) is added on the unit sphere, then renormalized."""
+        z = F.normalize(self.linear(embeddings) + self.adapter(embeddings), dim=-1)
+        return z if offset is None else F.normalize(z + offset, dim=-1)
 
 
 @dataclass

@@ -47,7 +47,7 @@ def training_phases(config: Config) -> list[Phase]:
 
 def build_model(config: Config, corpus: EncodedCorpus) -> DGIModel:
     sizes = config.quantizer.codebook_sizes or auto_codebook_sizes(len(corpus.item_ids), config.quantizer.levels)
-    return DGIModel(config, corpus.item_embeddings.shape[1], sizes)
+    return DGIModel(config, corpus.item_embeddings.shape[1], sizes, len(corpus.item_ids))
 
 
 class Trainer:
@@ -101,12 +101,12 @@ class Trainer:
     def _prepare(self, phase: str) -> None:
         if phase != "dense" and not self.state["index_ready"]:
             with torch.no_grad():
-                vectors = self.model.item_vectors(self.corpus.item_embeddings)
+                vectors = self.model.catalog_vectors(self.corpus.item_embeddings)
             self.model.quantizer.kmeans_init(vectors, self.config.quantizer.kmeans_iterations, self.config.train.seed)
             self.state["index_ready"] = True
         if phase == "joint" and self.config.quantizer.gradient == "frozen" and not len(self.model.frozen_codes):
             with torch.no_grad():
-                self.model.frozen_codes = self.model.quantizer.encode(self.model.item_vectors(self.corpus.item_embeddings))
+                self.model.frozen_codes = self.model.quantizer.encode(self.model.catalog_vectors(self.corpus.item_embeddings))
             self.model.quantizer.requires_grad_(False)
 
     def _run_epoch(self, phase: str, epoch: int, n_epochs: int) -> dict[str, float]:
@@ -133,7 +133,7 @@ class Trainer:
     def _losses(self, phase: str, batch: Batch | Tensor) -> dict[str, Tensor]:
         if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
             with torch.no_grad():
-                z = self.model.item_vectors(self.corpus.item_embeddings[batch])
+                z = self.model.item_vectors(self.corpus.item_embeddings[batch], batch)
             quantized = StraightThrough().quantize(self.model.quantizer, z, batch, 1.0)
             codewords = self.model.quantizer.codewords(quantized.codes)
             return {"global": global_reconstruction(z, quantized.reconstruction),

@@ -1,0 +1,55 @@
+"""Collect finished runs (config, per-epoch validation log, test metrics) into one results file.
+
+    python benchmarks/collect_runs.py --out benchmarks/results/NAME.json --command "..." RUN [RUN ...]
+
+Each run must have been evaluated (`dgi eval RUN --split test`). The file records the git commit and
+the machine, so a table in the README can always be traced to what produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from dgi.io import write_json
+
+
+def collect(run: Path) -> dict:
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    metrics_file = run / "eval-test" / "metrics.json"
+    test = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    return {
+        "run": str(run),
+        "config": yaml.safe_load((run / "config.yaml").read_text()),
+        "state": json.loads((run / "state.json").read_text()),
+        "epochs": [{key: record.get(key) for key in ("epoch", "phase", "seconds", "losses", "valid", "index")}
+                   for record in log],
+        "test": None if test is None else {name: method["overall"] for name, method in test["methods"].items()},
+        "test_buckets": None if test is None else {name: method["buckets"] for name, method in test["methods"].items()},
+        "invalid_sid_rate": None if test is None else test["invalid_sid_rate"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--command", required=True, help="the exact command(s) that produced the runs")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    write_json(args.out, {
+        "command": args.command, "note": args.note, "git_commit": commit or "unknown",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "runs": [collect(run) for run in args.runs],
+    })
+
+
+if __name__ == "__main__":
+    main()
