@@ -22,8 +22,9 @@ from dgi.io import write_json
 
 def collect(run: Path) -> dict:
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    metrics_file = run / "eval-test" / "metrics.json"
-    test = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+    evaluations = {split: json.loads((run / f"eval-{split}" / "metrics.json").read_text())
+                   for split in ("valid", "test") if (run / f"eval-{split}" / "metrics.json").exists()}
+    test = evaluations.get("test")
     return {
         "run": str(run),
         "config": yaml.safe_load((run / "config.yaml").read_text()),
@@ -33,6 +34,8 @@ def collect(run: Path) -> dict:
         "test": None if test is None else {name: method["overall"] for name, method in test["methods"].items()},
         "test_buckets": None if test is None else {name: method["buckets"] for name, method in test["methods"].items()},
         "invalid_sid_rate": None if test is None else test["invalid_sid_rate"],
+        "valid": {name: method["overall"] for name, method in evaluations["valid"]["methods"].items()}
+        if "valid" in evaluations else None,
     }
 
 
