@@ -15,6 +15,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from dgi.io import write_json
@@ -39,6 +40,19 @@ def collect(run: Path) -> dict:
     }
 
 
+def summarize(runs: list[dict]) -> dict:
+    """Mean and sample std over runs of every test metric, per method (runs without a test eval skipped)."""
+    evaluated = [run["test"] for run in runs if run["test"]]
+    summary: dict = {}
+    for method in evaluated[0] if evaluated else {}:
+        for metric in evaluated[0][method]:
+            values = np.array([test[method][metric] for test in evaluated], dtype=float)
+            summary.setdefault(method, {})[metric] = {
+                "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "n": int(len(values))}
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -47,10 +61,12 @@ def main() -> None:
     parser.add_argument("--note", default="")
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    runs = [collect(run) for run in args.runs]
     write_json(args.out, {
         "command": args.command, "note": args.note, "git_commit": commit or "unknown",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "runs": [collect(run) for run in args.runs],
+        "runs": runs,
+        "test_mean_std": summarize(runs),
     })
 
 
