@@ -40,17 +40,24 @@ def collect(run: Path) -> dict:
     }
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Mean and sample std over runs of every test metric, per method (runs without a test eval skipped)."""
-    evaluated = [run["test"] for run in runs if run["test"]]
+def summarize(tables: list[dict]) -> dict:
+    """Mean and sample std over runs of every metric of every method ({method: {metric: value}} per run)."""
     summary: dict = {}
-    for method in evaluated[0] if evaluated else {}:
-        for metric in evaluated[0][method]:
-            values = np.array([test[method][metric] for test in evaluated], dtype=float)
+    for method in tables[0] if tables else {}:
+        for metric in tables[0][method]:
+            values = np.array([table[method][metric] for table in tables], dtype=float)
             summary.setdefault(method, {})[metric] = {
                 "mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                 "n": int(len(values))}
     return summary
+
+
+def summarize_buckets(runs: list[dict]) -> dict:
+    """Per method and popularity bucket: mean and std over runs (runs without a test eval skipped)."""
+    evaluated = [run["test_buckets"] for run in runs if run["test_buckets"]]
+    buckets = next(iter(evaluated[0].values())) if evaluated else {}
+    return {bucket: summarize([{method: values[bucket] for method, values in run.items()} for run in evaluated])
+            for bucket in buckets}
 
 
 def main() -> None:
@@ -66,7 +73,9 @@ def main() -> None:
         "command": args.command, "note": args.note, "git_commit": commit or "unknown",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "runs": runs,
-        "test_mean_std": summarize(runs),
+        "test_mean_std": summarize([run["test"] for run in runs if run["test"]]),
+        "test_buckets_mean_std": summarize_buckets(runs),
+        "train_seconds": [run["state"]["train_seconds"] for run in runs],
     })
 
 

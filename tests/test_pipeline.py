@@ -144,3 +144,49 @@ def test_cli_synth_eval_and_search(trained_run, tmp_path, tiny_corpus):
     result = runner.invoke(app, ["search", str(trained_run), "hiking boots", "--history", history, "--k", "3"])
     assert result.exit_code == 0, result.output
     assert "SID" in result.output
+
+
+@pytest.mark.parametrize("geometry", ["cosine", "dot"])
+def test_dual_encoder_run_has_dense_path_only(tiny_config, tiny_corpus, tmp_path, geometry):
+    """train.joint_epochs=0 is the trained dual-encoder baseline: no index, dense evaluation and search."""
+    config = tiny_config.model_copy(deep=True)
+    config.model.geometry, config.train.joint_epochs, config.train.dense_epochs = geometry, 0, 2
+    run = pipeline.train(config, tmp_path / geometry, tiny_corpus, progress=False)
+    records = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["dense", "dense"]
+    assert run.state()["best_epoch"] in (1, 2) and not run.index_file.exists()
+    assert all(len(r["item_grad_norm"]) == records[0]["step"] and min(r["item_grad_norm"]) > 0 for r in records)
+    report = pipeline.evaluate_run(run.path, "valid", corpus=tiny_corpus, limit=200)
+    assert list(report["methods"]) == ["dense"] and "index" not in report
+    popularity = _popularity_hit_at_10(tiny_corpus, 200)
+    assert report["methods"]["dense"]["overall"]["hit@10"] > popularity + 0.05
+    retriever = load_retriever(run.path)
+    norms = retriever.item_vectors.norm(dim=-1)
+    if geometry == "cosine":
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    else:
+        assert norms.std() > 1e-3  # dot geometry keeps the norms free
+    hits = retriever.search([None], [[tiny_corpus.item_ids[3]]], k=5)[0]
+    assert len(hits) == 5 and all(hit.sid == () for hit in hits)
+
+
+def test_dot_geometry_with_a_generative_phase_is_rejected():
+    from dgi.config import load_config
+
+    with pytest.raises(ValueError, match="joint_epochs=0"):
+        load_config([], ["model.geometry=dot", "train.joint_epochs=2"])
+
+
+def test_device_setting_resolves_or_fails_clearly():
+    from dgi.device import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def _popularity_hit_at_10(corpus, limit: int) -> float:
+    ranked, _ = PopularityBaseline().fit(corpus).rank(corpus, "valid", 10, limit)
+    return mean_metrics(per_query_metrics(ranked, corpus.splits["valid"].targets[:limit]))["hit@10"]

@@ -1,4 +1,4 @@
-"""`dgi` command line: data synth | train | eval | search | demo."""
+"""`dgi` command line: data synth | prepare | download, train, eval, search, demo, benchmark, report."""
 
 from __future__ import annotations
 
@@ -116,8 +116,9 @@ def evaluate(
     report = pipeline.evaluate_run(run, split, out, limit)
     console.print(metrics_table(f"{run} — {split} ({report['n_examples']} examples)",
                                 {name: method["overall"] for name, method in report["methods"].items()}))
-    console.print(f"invalid-SID rate (unconstrained beams): {report['invalid_sid_rate']:.4f}; "
-                  f"collisions: {json.dumps(report['index']['collisions'])}")
+    if "index" in report:  # a dense-only dual encoder has no SIDs
+        console.print(f"invalid-SID rate (unconstrained beams): {report['invalid_sid_rate']:.4f}; "
+                      f"collisions: {json.dumps(report['index']['collisions'])}")
 
 
 @app.command()
@@ -160,6 +161,52 @@ def demo(
     console.print(metrics_table(f"demo — synthetic test split ({results['dataset']['test_examples']} examples)", rows))
     console.print(bucket_table(results["models"]))
     console.print(f"wrote {out / 'results.json'}")
+
+
+@app.command()
+def benchmark(
+    config: Annotated[Path, typer.Option("--config", "-c", help="benchmark YAML (configs/bench-*.yaml)")],
+    out: Annotated[Path, typer.Option(help="benchmark directory (rerun to resume)")],
+    data: Annotated[Optional[Path], typer.Option(help="dataset directory (overrides the config's data)")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (overrides the config's)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (overrides the config's)")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated model names or slugs (default: all)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Every model of the config, same splits and budgets, N seeds -> results.json, report.md/html, figures."""
+    from dgi.benchmark import load_bench_config, run_benchmark
+    from dgi.config import ConfigError
+
+    try:
+        bench = load_bench_config(config, data, [int(s) for s in seeds.split(",")] if seeds else None, device,
+                                  [m.strip() for m in models.split(",")] if models else None)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    given = {"--data": data, "--seeds": seeds, "--device": device, "--models": models}
+    command = " ".join([f"dgi benchmark --config {config} --out {out}",
+                        *(f"{flag} {value}" for flag, value in given.items() if value is not None)])
+    results = run_benchmark(bench, out, progress=not quiet, command=command)
+    rows = {model["name"]: model["mean"] for model in results["models"]}
+    console.print(metrics_table(f"{bench.name} — {bench.split} (mean over seeds {bench.seeds})", rows))
+    console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'}")
+
+
+@app.command()
+def report(
+    bench_dir: Annotated[Path, typer.Argument(help="a `dgi benchmark` output directory")],
+    html: Annotated[bool, typer.Option("--html", help="also write one self-contained report.html")] = False,
+) -> None:
+    """(Re)write report.md, figures/*.png and optionally report.html from DIR/results.json."""
+    from dgi.report import write_report
+
+    try:
+        paths = write_report(bench_dir, html=html)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for path in paths:
+        console.print(str(path))
 
 
 def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:

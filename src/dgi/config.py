@@ -45,6 +45,10 @@ class ModelConfig(Section):
     decoder_inputs: Literal["residual", "codewords"] = Field(
         "residual", description="what the decoder reads at step j: the context vector minus the "
         "codewords chosen so far (starts at the quantized dense solution) or the codewords")
+    geometry: Literal["cosine", "dot"] = Field(
+        "cosine", description="cosine: unit-length item and context vectors, logits scaled by the InfoNCE "
+        "temperature (DGI); dot: unnormalized vectors and raw dot products — the classic dual encoder "
+        "whose popular items win by norm (dense-only runs, train.joint_epochs=0)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -102,6 +106,8 @@ class TrainConfig(Section):
     eval_examples: int = Field(2000, ge=1, description="validation examples scored each epoch")
     select_metric: str = "ndcg@10"
     threads: int | None = Field(None, ge=1)
+    device: str = Field("cpu", description="torch device for training and search: cpu, cuda, cuda:N or "
+                        "auto (cuda when available); beam search bookkeeping stays on the CPU")
 
 
 class SearchConfig(Section):
@@ -121,6 +127,16 @@ class Config(Section):
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _trainable(self) -> Config:
+        t = self.train
+        if t.joint_epochs == 0 and t.dense_epochs == 0:
+            raise ValueError("nothing to train: train.dense_epochs and train.joint_epochs are both 0")
+        if self.model.geometry == "dot" and t.joint_epochs:
+            raise ValueError("model.geometry=dot is the dense dual-encoder baseline: set train.joint_epochs=0 "
+                             "(the DGI ablation without cosine is quantizer.logits=dot)")
+        return self
 
 
 class ConfigError(ValueError):

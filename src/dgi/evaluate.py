@@ -89,12 +89,14 @@ def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequen
     write run files.
     """
     k = max(ks)
+    rules = rules if retriever.index is not None else ()  # a dual encoder has the dense path only
     targets = corpus.splits[split].targets[:limit]  # popularity buckets follow the trained-toward item
     relevant = relevance(corpus.splits[split], limit)
     buckets = popularity_buckets(corpus.popularity)
     report: dict = {"split": split, "n_examples": int(len(targets)), "ks": list(ks),
                     "default_rule": retriever.search_config.rule, "beam_size": retriever.search_config.beam_size,
                     "rerank_beam_size": retriever.search_config.rerank_beam_size,
+                    "default_method": f"generative/{retriever.search_config.rule}" if rules else "dense",
                     "bucket_edges": buckets.edges, "methods": {}}
     rankings = {}
     methods = [(f"generative/{rule}", "generative", rule) for rule in rules] + [("dense", "dense", None)]
@@ -106,6 +108,7 @@ def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequen
         report["methods"][name] = {"overall": mean_metrics(per_query), "buckets": bucketed_metrics(per_query, targets, buckets),
                                    "query_ms": 1000 * seconds / max(len(targets), 1)}
         rankings[name] = (ranked, scores)
-    report["invalid_sid_rate"] = invalid_sid_rate(retriever, corpus, split, limit)
-    report["index"] = index_statistics(retriever.index)
+    if retriever.index is not None:
+        report["invalid_sid_rate"] = invalid_sid_rate(retriever, corpus, split, limit)
+        report["index"] = index_statistics(retriever.index)
     return report, rankings

@@ -29,13 +29,14 @@ class DGIModel(nn.Module):
         super().__init__()
         m, q = config.model, config.quantizer
         self.config = config
-        self.item_tower = TextProjection(text_dim, m.width)
-        self.query_tower = TextProjection(text_dim, m.width)
+        cosine = m.geometry == "cosine"
+        self.item_tower = TextProjection(text_dim, m.width, normalize=cosine)
+        self.query_tower = TextProjection(text_dim, m.width, normalize=cosine)
         self.item_id_embedding = nn.Embedding(n_items, m.width) if m.item_id_embeddings else None
         if self.item_id_embedding is not None:
             nn.init.zeros_(self.item_id_embedding.weight)
         self.context_encoder = ContextEncoder(m.width, m.context_layers, m.attention_heads, m.ffn_multiplier,
-                                              m.dropout, config.data.max_history)
+                                              m.dropout, config.data.max_history, normalize=cosine)
         self.quantizer = ResidualQuantizer(codebook_sizes, m.width, q.logits, q.gamma_init)
         self.decoder = SIDDecoder(m.width, m.decoder_layers, m.attention_heads, m.ffn_multiplier, m.dropout,
                                   len(codebook_sizes))
@@ -58,7 +59,7 @@ class DGIModel(nn.Module):
 
     def catalog_vectors(self, item_embeddings: Tensor, chunk: int = 8192) -> Tensor:
         """z_base of every item, item i being row i."""
-        ids = torch.arange(len(item_embeddings))
+        ids = torch.arange(len(item_embeddings), device=item_embeddings.device)
         return torch.cat([self.item_vectors(e, i) for e, i in zip(item_embeddings.split(chunk), ids.split(chunk))]) \
             if len(item_embeddings) else item_embeddings.new_zeros(0, self.config.model.width)
 
@@ -69,7 +70,7 @@ class DGIModel(nn.Module):
         ids = history.clamp(min=0)
         history_vectors = self.item_vectors(item_embeddings[ids], ids) * mask[..., None]
         if query_embeddings is None:
-            query = torch.zeros(len(history), history_vectors.shape[-1])
+            query = history_vectors.new_zeros(len(history), history_vectors.shape[-1])
         else:
             query = self.query_tower(query_embeddings)
         return self.context_encoder(history_vectors, mask, query, has_query)
@@ -116,10 +117,12 @@ class DGIModel(nn.Module):
         queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
         context = self.encode_context(batch.history, queries, has_query, item_embeddings)
         z = self.item_vectors(item_embeddings[batch.targets], batch.targets)
-        negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,)) if weights.sampled_negatives else None
+        negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,), device=z.device) \
+            if weights.sampled_negatives else None
         negatives = self.item_vectors(item_embeddings[negative_ids], negative_ids) if negative_ids is not None else None
-        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, weights.infonce_temperature,
-                                            negatives, negative_ids)}
+        # Dot geometry has no temperature: raw inner products are the logits (the norm is the scale).
+        temperature = weights.infonce_temperature if self.config.model.geometry == "cosine" else 1.0
+        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, temperature, negatives, negative_ids)}
         if not generative:
             return terms
         quantized = self.quantize(z, batch.targets, tau)

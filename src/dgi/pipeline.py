@@ -9,6 +9,7 @@ import torch
 from dgi.config import Config
 from dgi.corpus import EncodedCorpus, encode_corpus
 from dgi.data import load_dataset
+from dgi.device import resolve_device
 from dgi.encoders import EmbeddingCache, cached_encoder
 from dgi.evaluate import evaluate
 from dgi.index import SIDIndex
@@ -56,34 +57,38 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunDirectory:
     return run
 
 
-def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None) -> Retriever:
-    """The best checkpoint of a run with its SID index, ready for `search`."""
+def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device: str | None = None) -> Retriever:
+    """The best checkpoint of a run with its SID index (none for a dual encoder), ready for `search`.
+
+    `device` defaults to CPU: serving does not need the accelerator a run may have trained on.
+    """
     config = run.config()
     if not run.best_file.exists():
         raise FileNotFoundError(f"{run.path} has no trained model yet (model.safetensors)")
     corpus = corpus or prepare_corpus(config)
     model = build_model(config, corpus)
     RunDirectory.load_weights(run.best_file, model)
-    index = SIDIndex.load(run.index_file)
+    target = resolve_device(device or "cpu")
+    index = SIDIndex.load(run.index_file) if run.index_file.exists() else None
     texts = [item.text for item in corpus.dataset.items]
-    return Retriever(model.eval(), index, corpus.item_embeddings, corpus.item_ids, texts, config.search,
-                     text_encoder(config))
+    return Retriever(model.to(target).eval(), index, corpus.item_embeddings.to(target), corpus.item_ids, texts,
+                     config.search, text_encoder(config))
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-                 limit: int | None = None, corpus: EncodedCorpus | None = None) -> dict:
+                 limit: int | None = None, corpus: EncodedCorpus | None = None, device: str | None = None) -> dict:
     """Evaluate the best checkpoint; write metrics.json and run.trec (default rule) to RUN/eval-SPLIT/."""
     run = RunDirectory(Path(run_dir))
     config = run.config()
     corpus = corpus or prepare_corpus(config)
     if split not in corpus.splits or not len(corpus.splits[split].targets):
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
-    retriever = load_trained(run, corpus)
+    retriever = load_trained(run, corpus, device)
     with torch.no_grad():
         report, rankings = evaluate(retriever, corpus, split, limit=limit)
     out = Path(out_dir) if out_dir else run.path / f"eval-{split}"
     write_json(out / "metrics.json", report)
-    ranked, scores = rankings[f"generative/{config.search.rule}"]
+    ranked, scores = rankings[report["default_method"]]
     example_ids = corpus.splits[split].example_ids[: len(ranked)]
     write_trec_run(out / "run.trec", example_ids, ranked, scores, corpus.item_ids, config.name)
     return report

@@ -84,8 +84,8 @@ class ResidualQuantizer(nn.Module):
                 extra = centroids[rng.integers(0, n_clusters, size - n_clusters)]
                 centroids = np.concatenate([centroids, extra + 1e-3 * rng.standard_normal(extra.shape).astype(np.float32)])
             self.codebooks[level].copy_(torch.from_numpy(centroids))
-            codes = self.logits(torch.from_numpy(residual), level).argmax(dim=-1)
-            residual = residual - centroids[codes.numpy()]
+            codes = self.logits(torch.from_numpy(residual).to(self.codebooks[level].device), level).argmax(dim=-1)
+            residual = residual - centroids[codes.cpu().numpy()]
 
 
 class GradientStrategy(Protocol):

@@ -38,6 +38,7 @@ class Retriever:
         self.item_texts = list(item_texts)
         self.search_config = search
         self.encoder = encoder
+        self.device = item_embeddings.device  # the model's; beams and rankings come back on the CPU
         with torch.no_grad():
             self.item_vectors = model.catalog_vectors(item_embeddings)
         self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
@@ -58,14 +59,16 @@ class Retriever:
     # ----- batched search over integer inputs --------------------------------------------------
     @torch.no_grad()
     def context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor) -> Context:
-        return self.model.encode_context(history, query_embeddings, has_query, self.item_embeddings)
+        queries = query_embeddings.to(self.device) if query_embeddings is not None else None
+        return self.model.encode_context(history.to(self.device), queries, has_query.to(self.device),
+                                         self.item_embeddings)
 
     @torch.no_grad()
     def beams(self, context: Context, beam_size: int, constrained: bool = True) -> Beams:
         if self.index is None:
             raise ValueError("this retriever has no SID index yet (dense path only)")
-        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix), len(context.vector),
-                           self.index, beam_size, constrained)
+        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix.to(self.device)).cpu(),
+                           len(context.vector), self.index, beam_size, constrained)
 
     @torch.no_grad()
     def generate(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int,
@@ -75,15 +78,15 @@ class Retriever:
         rule = rule or config.rule
         beam_size = beam_size or (config.rerank_beam_size if rule == "rerank" else config.beam_size)
         context = self.context(history, query_embeddings, has_query)
-        return rank_items(self.beams(context, beam_size), self.index, context.vector, self.item_vectors, k, rule,
-                          config.fusion_weight)
+        return rank_items(self.beams(context, beam_size), self.index, context.vector.cpu(), self.item_vectors.cpu(), k,
+                          rule, config.fusion_weight)
 
     @torch.no_grad()
     def dense(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The same model's dense path: exact search of z_q against every item vector."""
         vector = self.context(history, query_embeddings, has_query).vector
         scores, items = (vector @ self.item_vectors.T).topk(min(k, len(self.item_vectors)), dim=1)
-        return items, scores
+        return items.cpu(), scores.cpu()
 
     # ----- text API ----------------------------------------------------------------------------
     def search(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]], k: int = 10,
@@ -92,6 +95,8 @@ class Retriever:
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         history, query_embeddings, has_query = self._encode_inputs(queries, histories)
+        if self.index is None:  # a dense-only dual encoder
+            return self._dense_hits(*self.dense(history, query_embeddings, has_query, k))
         ranking = self.generate(history, query_embeddings, has_query, k, rule, beam_size)
         results = []
         for row in range(len(queries)):
@@ -104,6 +109,11 @@ class Retriever:
                                       float(ranking.scores[row, col])))
             results.append(hits)
         return results
+
+    def _dense_hits(self, items: Tensor, scores: Tensor) -> list[list[SearchHit]]:
+        return [[SearchHit(self.item_ids[item], self.item_texts[item], (), float("nan"), score, score)
+                 for item, score in zip(row_items.tolist(), row_scores.tolist())]
+                for row_items, row_scores in zip(items, scores)]
 
     def _encode_inputs(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]]) -> tuple[Tensor, Tensor | None, Tensor]:
         max_history = self.model.config.data.max_history
@@ -131,11 +141,11 @@ class Retriever:
             raise ValueError(f"items already indexed: {', '.join(duplicates[:5])}")
         if self.encoder is None:
             raise ValueError("adding items needs the text encoder")
-        embeddings = torch.from_numpy(self.encoder.encode([item.text for item in items]))
+        embeddings = torch.from_numpy(self.encoder.encode([item.text for item in items])).to(self.device)
         with torch.no_grad():
             vectors = self.model.item_vectors(embeddings)
-            codes = self.model.quantizer.encode(vectors)
-        self.index.add_items(codes)
+            if self.index is not None:
+                self.index.add_items(self.model.quantizer.encode(vectors).cpu())
         self.item_embeddings = torch.cat([self.item_embeddings, embeddings])
         self.item_vectors = torch.cat([self.item_vectors, vectors])
         for item in items:

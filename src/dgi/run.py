@@ -5,7 +5,7 @@
     model.safetensors     best weights (selected on validation)
     last.safetensors      latest weights + optimizer + RNG state, for --resume
     state.json            training progress (epoch, step, best so far)
-    sid_index.safetensors SID table of the best model
+    sid_index.safetensors SID table of the best model (absent for a dense-only dual encoder)
     log.jsonl             one line per epoch: every loss term, gamma, tau, code usage, collisions, validation
 """
 
@@ -62,7 +62,7 @@ class RunDirectory:
     def save_weights(self, path: Path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | None = None) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(extra or {})
-        save_tensors(path, tensors)
+        save_tensors(path, {name: tensor.detach().cpu() for name, tensor in tensors.items()})
 
     @staticmethod
     def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -29,10 +29,14 @@ def pca_projection(embeddings: Tensor, width: int, whiten: bool = False) -> tupl
 
 
 class TextProjection(nn.Module):
-    """z = normalize(W e + b + f(e)): PCA-initialized linear map plus an adapter that starts at zero."""
+    """z = normalize(W e + b + f(e)): PCA-initialized linear map plus an adapter that starts at zero.
 
-    def __init__(self, in_dim: int, width: int) -> None:
+    `normalize=False` keeps the raw vector (dot-product geometry), so its norm can grow with popularity.
+    """
+
+    def __init__(self, in_dim: int, width: int, normalize: bool = True) -> None:
         super().__init__()
+        self.normalize = normalize
         self.linear = nn.Linear(in_dim, width)
         self.adapter = nn.Sequential(nn.Linear(in_dim, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
         with torch.no_grad():
@@ -46,7 +50,10 @@ class TextProjection(nn.Module):
 
     def forward(self, embeddings: Tensor, offset: Tensor | None = None) -> Tensor:
         """`offset` (e.g. an item's ID vector) is added on the unit sphere, then renormalized."""
-        z = F.normalize(self.linear(embeddings) + self.adapter(embeddings), dim=-1)
+        z = self.linear(embeddings) + self.adapter(embeddings)
+        if not self.normalize:
+            return z if offset is None else z + offset
+        z = F.normalize(z, dim=-1)
         return z if offset is None else F.normalize(z + offset, dim=-1)
 
 
@@ -54,14 +61,16 @@ class TextProjection(nn.Module):
 class Context:
     memory: Tensor       # [B, S, d] states the decoder cross-attends to
     padding: Tensor      # [B, S] True where a slot is padding
-    vector: Tensor       # [B, d] normalized pooled context z_q
+    vector: Tensor       # [B, d] pooled context z_q (unit length unless the geometry is dot)
 
 
 class ContextEncoder(nn.Module):
     """Transformer over [history items..., query]; pooled at the query, or at the last item when there is none."""
 
-    def __init__(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float, max_history: int) -> None:
+    def __init__(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float, max_history: int,
+                 normalize: bool = True) -> None:
         super().__init__()
+        self.normalize = normalize
         self.positions = nn.Parameter(torch.zeros(max_history + 1, width))
         self.no_context = nn.Parameter(torch.randn(width) * width**-0.5)
         self.encoder = zero_init_encoder(width, layers, heads, ffn_multiplier, dropout) if layers else None
@@ -78,4 +87,4 @@ class ContextEncoder(nn.Module):
         memory = self.encoder(tokens, src_key_padding_mask=padding) if self.encoder is not None else tokens
         pool_at = torch.where(query_padding, length - 1, length)
         pooled = memory[torch.arange(batch), pool_at]
-        return Context(memory, padding, F.normalize(pooled, dim=-1))
+        return Context(memory, padding, F.normalize(pooled, dim=-1) if self.normalize else pooled)

@@ -1,7 +1,8 @@
 """Training: dense warm-up -> index initialization (k-means) -> [frozen: quantizer fit] -> joint epochs.
 
 One optimizer for the whole model; the phase decides which loss terms run, so gradients reach only the
-parts a phase trains. Everything needed to continue after an interruption is saved after every epoch.
+parts a phase trains. With `train.joint_epochs=0` the run is a plain dual encoder (dense phase only).
+Everything needed to continue after an interruption is saved after every epoch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
 from dgi.corpus import EncodedCorpus
+from dgi.device import resolve_device
 from dgi.evaluate import index_statistics, validation_metrics
 from dgi.io import append_jsonl
 from dgi.losses import global_reconstruction, local_commitment
@@ -39,6 +41,8 @@ class Phase:
 def training_phases(config: Config) -> list[Phase]:
     t = config.train
     phases = [Phase("dense", t.dense_epochs)]
+    if not t.joint_epochs:  # a dual encoder: no index, no quantizer fit
+        return phases
     if config.quantizer.gradient == "frozen":
         phases.append(Phase("quantizer", t.quantizer_epochs))
     phases.append(Phase("joint", t.joint_epochs))
@@ -57,13 +61,17 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        self.device = resolve_device(config.train.device)
         self.model = build_model(config, corpus)
         self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width,
                                                     whiten=config.model.projection_init == "whitened_pca"))
+        self.model.to(self.device)
+        self.item_embeddings = corpus.item_embeddings.to(self.device)
+        self.query_embeddings = corpus.query_embeddings.to(self.device)
         self.optimizer = self._optimizer()
         self.phases = training_phases(config)
-        if not any(phase.name == "joint" for phase in self.phases):
-            raise ValueError("train.joint_epochs must be >= 1: the generative retriever is trained in the joint phase")
+        self.item_grad_norms: list[float] = []  # this epoch's, one per step
+        self.selected_phase = self.phases[-1].name  # the best epoch is chosen among the last phase's
         train = corpus.splits["train"]
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
         self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases)
@@ -82,7 +90,7 @@ class Trainer:
             self.state["train_seconds"] += time.perf_counter() - started
             record = self._epoch_record(epoch, phase.name, losses, time.perf_counter() - started)
             self.state["epoch"] = epoch + 1
-            self._checkpoint(record, selectable=phase.name == "joint")
+            self._checkpoint(record, selectable=phase.name == self.selected_phase)
         return self.state
 
     def resume(self) -> None:
@@ -91,6 +99,7 @@ class Trainer:
         if state is None or not self.run.last_file.exists():
             raise FileNotFoundError(f"{self.run.path} has no checkpoint to resume from")
         extra = RunDirectory.load_weights(self.run.last_file, self.model)
+        self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
         self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
         torch.set_rng_state(extra["rng.torch"])
         self.state = state
@@ -101,17 +110,18 @@ class Trainer:
     def _prepare(self, phase: str) -> None:
         if phase != "dense" and not self.state["index_ready"]:
             with torch.no_grad():
-                vectors = self.model.catalog_vectors(self.corpus.item_embeddings)
+                vectors = self.model.catalog_vectors(self.item_embeddings)
             self.model.quantizer.kmeans_init(vectors, self.config.quantizer.kmeans_iterations, self.config.train.seed)
             self.state["index_ready"] = True
         if phase == "joint" and self.config.quantizer.gradient == "frozen" and not len(self.model.frozen_codes):
             with torch.no_grad():
-                self.model.frozen_codes = self.model.quantizer.encode(self.model.catalog_vectors(self.corpus.item_embeddings))
+                self.model.frozen_codes = self.model.quantizer.encode(self.model.catalog_vectors(self.item_embeddings))
             self.model.quantizer.requires_grad_(False)
 
     def _run_epoch(self, phase: str, epoch: int, n_epochs: int) -> dict[str, float]:
         self.model.train()
         sums: dict[str, float] = defaultdict(float)
+        self.item_grad_norms = []
         batches = list(self._batches(phase, epoch))
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs} {phase}", disable=not self.progress, leave=False)
         for batch in bar:
@@ -120,6 +130,7 @@ class Trainer:
             total = sum(terms.values()) if phase == "quantizer" else self.model.weighted_total(terms)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
+            self.item_grad_norms.append(self._item_tower_grad_norm())
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
             self.optimizer.step()
             self.state["step"] += 1
@@ -130,15 +141,22 @@ class Trainer:
             bar.set_postfix(loss=f"{total.item():.3f}")
         return {name: value / max(len(batches), 1) for name, value in sums.items()}
 
+    def _item_tower_grad_norm(self) -> float:
+        """L2 norm of this step's gradient on the item tower (and ID vectors), before clipping: how much
+        training signal reaches the item representations (the paper's Figure 3, Gumbel vs STE)."""
+        towers = [self.model.item_tower] + ([self.model.item_id_embedding] if self.model.item_id_embedding else [])
+        grads = [p.grad.norm() for tower in towers for p in tower.parameters() if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
     def _losses(self, phase: str, batch: Batch | Tensor) -> dict[str, Tensor]:
         if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
             with torch.no_grad():
-                z = self.model.item_vectors(self.corpus.item_embeddings[batch], batch)
+                z = self.model.item_vectors(self.item_embeddings[batch], batch)
             quantized = StraightThrough().quantize(self.model.quantizer, z, batch, 1.0)
             codewords = self.model.quantizer.codewords(quantized.codes)
             return {"global": global_reconstruction(z, quantized.reconstruction),
                     "local": local_commitment(quantized.hard_residuals, codewords, self.config.loss.commitment_beta)}
-        return self.model.losses(batch, self.corpus.item_embeddings, self.corpus.query_embeddings, self.tau,
+        return self.model.losses(batch, self.item_embeddings, self.query_embeddings, self.tau,
                                  generative=phase == "joint")
 
     @property
@@ -151,13 +169,13 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
         size = self.config.train.batch_size
         if phase == "quantizer":
-            yield from torch.randperm(len(self.corpus.item_ids), generator=generator).split(size)
+            yield from (chunk.to(self.device) for chunk in torch.randperm(len(self.corpus.item_ids), generator=generator).split(size))
             return
         targets, history, query_ids = self.train_batches
         order = torch.randperm(len(targets), generator=generator)
         for chunk in order.split(size):
             if len(chunk) > 1:  # in-batch negatives need at least two rows
-                yield Batch(targets[chunk], history[chunk], query_ids[chunk])
+                yield Batch(*(tensor[chunk].to(self.device) for tensor in (targets, history, query_ids)))
 
     def _steps_per_epoch(self, phase: str) -> int:
         n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
@@ -186,7 +204,8 @@ class Trainer:
     def _epoch_record(self, epoch: int, phase: str, losses: dict[str, float], seconds: float) -> dict:
         model = self.model
         record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 2), "step": self.state["step"],
-                  "lr": self.optimizer.param_groups[0]["lr"], "tau": self.tau, "losses": losses}
+                  "lr": self.optimizer.param_groups[0]["lr"], "tau": self.tau, "losses": losses,
+                  "item_grad_norm": [float(f"{norm:.5g}") for norm in self.item_grad_norms]}
         if model.quantizer.scale is not None:
             record["gamma_quantizer"] = model.quantizer.scale().item()
         if model.heads.scales is not None:
@@ -196,7 +215,7 @@ class Trainer:
             record["index"] = index_statistics(retriever.index)
             self._warn_on_collapse(record["index"]["collisions"]["unique_share"])
         else:
-            retriever = Retriever(model, None, self.corpus.item_embeddings, self.corpus.item_ids, [], self.config.search)
+            retriever = Retriever(model, None, self.item_embeddings, self.corpus.item_ids, [], self.config.search)
         record["valid"] = validation_metrics(retriever, self.corpus, "valid", self.config.train.eval_examples,
                                              generative=self.state["index_ready"] and phase != "dense")
         return record
@@ -210,7 +229,7 @@ class Trainer:
         self.state["unique_share"] = unique_share
 
     def retriever(self) -> Retriever:
-        return Retriever.from_model(self.model, self.corpus.item_embeddings, self.corpus.item_ids,
+        return Retriever.from_model(self.model, self.item_embeddings, self.corpus.item_ids,
                                     [item.text for item in self.corpus.dataset.items], self.config.search)
 
     def _checkpoint(self, record: dict, selectable: bool) -> None:
@@ -218,11 +237,12 @@ class Trainer:
         if selectable and (self.state["best_score"] is None or score > self.state["best_score"]):
             self.state["best_score"], self.state["best_epoch"] = score, record["epoch"]
             self.run.save_weights(self.run.best_file, self.model)
-            self.retriever().index.save(self.run.index_file)
+            if self.state["index_ready"]:
+                self.retriever().index.save(self.run.index_file)
         record["selected_score"] = score
         append_jsonl(self.run.log_file, record)
         tensors, groups = _flatten_optimizer(self.optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.torch"] = torch.get_rng_state()  # CUDA streams are not restored: resume on GPU is not bit-exact
         self.run.save_weights(self.run.last_file, self.model, tensors)
         self.run.save_state({**self.state, "param_groups": groups})
         self.model.train()

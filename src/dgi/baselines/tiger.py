@@ -1,0 +1,359 @@
+"""Two-Stage TIGER baseline (Rajput et al. 2023): frozen RQ-VAE Semantic IDs, then a seq2seq retriever.
+
+Stage 1 (`dgi.baselines.rqvae`): an RQ-VAE on the frozen item text embeddings gives each item 3 codes;
+items sharing all 3 get a 4th disambiguation code (0, 1, 2, ...), so every item has a unique 4-token
+SID. The tokenizer is then frozen: the retrieval loss never reaches it (the "optimization blockage"
+DGI removes).
+
+Stage 2: an encoder-decoder Transformer with its own code-token tables (one per level, shared by the
+encoder and decoder inputs, not tied to the RQ-VAE codebooks). The encoder reads one context slot
+(the projected query text embedding, or a learned "no query" vector) followed by every history item
+as its 4 SID tokens, with level and recency-position embeddings. The decoder emits the target's 4
+codes with hard teacher forcing; each level has its own untied linear head (unnormalized dot-product
+logits), trained with cross-entropy. Retrieval is trie-constrained beam search over the 4-level
+SIDIndex; each SID names exactly one item, ranked by beam log-prob, so at most `beam_size` items are
+returned per query (the rest is -1 padding).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgi.baselines.rqvae import RQVAE, disambiguate, train_rqvae
+from dgi.corpus import EncodedCorpus
+from dgi.evaluate import relevance
+from dgi.index import SIDIndex
+from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.search import Beams, beam_search
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm: causal self-attention within a beam, cross-attention to the context, feed-forward.
+
+    Works on [B, W, T, d]: the W beams of query b attend to query b's memory keys/values, which are
+    projected once per query (`memory_key_value`), not once per beam.
+    """
+
+    def __init__(self, width: int, heads: int, ffn_width: int, dropout: float) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads, self.dropout = heads, dropout
+        self.self_norm, self.cross_norm, self.ffn_norm = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.self_qkv, self.self_out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.cross_query, self.cross_key_value = nn.Linear(width, width), nn.Linear(width, 2 * width)
+        self.cross_out = nn.Linear(width, width)
+        self.ffn = nn.Sequential(nn.Linear(width, ffn_width), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_width, width))
+
+    def memory_key_value(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        key, value = self.cross_key_value(memory).chunk(2, dim=-1)
+        return self._heads(key), self._heads(value)
+
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], attend: Tensor) -> Tensor:
+        """x [B, W, T, d]; attend [B, 1, 1, S], True where a memory slot may be attended."""
+        batch, beams, steps, width = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = self.self_qkv(self.self_norm(x)).reshape(batch * beams, steps, 3 * width).chunk(3, dim=-1)
+        mixed = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v), dropout_p=p,
+                                               is_causal=True)
+        x = x + F.dropout(self.self_out(self._merge(mixed)), p, self.training).reshape(x.shape)
+        query = self._heads(self.cross_query(self.cross_norm(x)).reshape(batch, beams * steps, width))
+        mixed = F.scaled_dot_product_attention(query, *memory_kv, attn_mask=attend, dropout_p=p)
+        x = x + F.dropout(self.cross_out(self._merge(mixed)), p, self.training).reshape(x.shape)
+        return x + F.dropout(self.ffn(self.ffn_norm(x)), p, self.training)
+
+    def _heads(self, t: Tensor) -> Tensor:
+        n, length, width = t.shape
+        return t.reshape(n, length, self.heads, width // self.heads).transpose(1, 2)
+
+    @staticmethod
+    def _merge(t: Tensor) -> Tensor:
+        n, heads, length, head_dim = t.shape
+        return t.transpose(1, 2).reshape(n, length, heads * head_dim)
+
+
+class TigerSeq2Seq(nn.Module):
+    """History (and query) -> encoder memory; decoder over SID prefixes -> per-level logits."""
+
+    def __init__(self, codebook_sizes: list[int], text_dim: int, width: int, layers: int, heads: int,
+                 max_history: int, dropout: float, ffn_multiplier: int = 4) -> None:
+        super().__init__()
+        self.codebook_sizes = list(codebook_sizes)
+        levels = len(codebook_sizes)
+        std = 0.02
+        self.code_embeddings = nn.ModuleList(nn.Embedding(size, width) for size in codebook_sizes)
+        self.level_embedding = nn.Parameter(torch.randn(levels, width) * std)
+        self.position_embedding = nn.Parameter(torch.randn(max(max_history, 1), width) * std)  # 0 = most recent
+        self.query_projection = nn.Linear(text_dim, width)
+        self.no_query = nn.Parameter(torch.randn(width) * std)
+        self.slot_embedding = nn.Parameter(torch.randn(width) * std)  # marks the context slot
+        for table in self.code_embeddings:
+            nn.init.normal_(table.weight, std=std)
+        self.input_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(width, heads, ffn_multiplier * width, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+        self.bos = nn.Parameter(torch.randn(width) * std)
+        self.decoder_position = nn.Parameter(torch.randn(levels, width) * std)
+        self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier * width, dropout) for _ in range(layers))
+        self.final_norm = nn.LayerNorm(width)
+        self.heads = nn.ModuleList(nn.Linear(width, size, bias=False) for size in codebook_sizes)
+
+    def code_vectors(self, codes: Tensor) -> Tensor:
+        """[..., j] codes (levels 0..j-1) -> [..., j, d] token embeddings (no level embedding)."""
+        return torch.stack([self.code_embeddings[j](codes[..., j]) for j in range(codes.shape[-1])], dim=-2) \
+            if codes.shape[-1] else codes.new_zeros(*codes.shape, self.bos.shape[0], dtype=self.bos.dtype)
+
+    def encode(self, history_codes: Tensor, history_mask: Tensor, queries: Tensor | None,
+               has_query: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+        """history_codes [B, L, m] (rows where mask is False are ignored), most recent last.
+
+        Returns per decoder block the memory keys/values, and the attend mask [B, 1, 1, 1 + L*m].
+        """
+        batch, length, levels = history_codes.shape
+        tokens = self.code_vectors(history_codes) + self.level_embedding
+        tokens = tokens + self.position_embedding[:length].flip(0)[:, None, :]
+        tokens = tokens.reshape(batch, length * levels, tokens.shape[-1])
+        slot = self.no_query.expand(batch, -1)
+        if queries is not None:
+            slot = torch.where(has_query[:, None], self.query_projection(queries), slot)
+        tokens = torch.cat([(slot + self.slot_embedding)[:, None], tokens], dim=1)
+        padding = torch.cat([history_mask.new_zeros(batch, 1), ~history_mask.repeat_interleave(levels, dim=1)], dim=1)
+        memory = self.encoder(self.input_dropout(tokens), src_key_padding_mask=padding)
+        return [block.memory_key_value(memory) for block in self.blocks], ~padding[:, None, None, :]
+
+    def decode(self, memory_kv: list[tuple[Tensor, Tensor]], attend: Tensor, prefix: Tensor) -> Tensor:
+        """prefix [B, W, j] -> hidden [B, W, j + 1, d]; position t predicts level t."""
+        batch, beams, depth = prefix.shape
+        x = torch.cat([self.bos.expand(batch, beams, 1, -1), self.code_vectors(prefix)], dim=2)
+        x = self.input_dropout(x + self.decoder_position[: depth + 1])
+        for block, kv in zip(self.blocks, memory_kv):
+            x = block(x, kv, attend)
+        return self.final_norm(x)
+
+    def level_logits(self, hidden: Tensor, level: int) -> Tensor:
+        return self.heads[level](hidden)
+
+
+class TigerBaseline:
+    """Two-Stage generative retrieval: frozen RQ-VAE SIDs + seq2seq Transformer, constrained beam search.
+
+    fit() trains the RQ-VAE for `rq_epochs`, freezes it, then trains the seq2seq model for `epochs`,
+    scoring NDCG@10 on the first `eval_examples` validation examples after every epoch and restoring the
+    best epoch at the end (the test split is never read).
+    """
+
+    name = "tiger"
+
+    def __init__(self, rq_epochs: int = 100, epochs: int = 5, width: int = 128, layers: int = 2, heads: int = 4,
+                 beam_size: int = 20, batch_size: int = 256, lr: float = 2e-3, seed: int = 0, device: str = "cpu",
+                 eval_examples: int = 2000, progress: bool = False, *, latent_dim: int = 32,
+                 rq_hidden: tuple[int, ...] = (256, 128), rq_levels: int = 3, rq_codebook_size: int = 256,
+                 rq_batch_size: int = 1024, rq_lr: float = 1e-3, rq_beta: float = 0.25, kmeans_iterations: int = 20,
+                 dropout: float = 0.0, weight_decay: float = 0.01, warmup_steps: int = 500,
+                 ffn_multiplier: int = 2) -> None:
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        self.rq_epochs, self.epochs = rq_epochs, epochs
+        self.width, self.layers, self.heads = width, layers, heads
+        self.beam_size, self.batch_size, self.lr, self.seed = beam_size, batch_size, lr, seed
+        self.device = torch.device(device)
+        self.eval_examples, self.progress = eval_examples, progress
+        self.latent_dim, self.rq_hidden, self.rq_levels = latent_dim, tuple(rq_hidden), rq_levels
+        self.rq_codebook_size, self.rq_batch_size, self.rq_lr, self.rq_beta = rq_codebook_size, rq_batch_size, rq_lr, rq_beta
+        self.kmeans_iterations, self.dropout, self.weight_decay = kmeans_iterations, dropout, weight_decay
+        self.warmup_steps, self.ffn_multiplier = warmup_steps, ffn_multiplier
+        self.model: TigerSeq2Seq | None = None
+        self.rqvae: RQVAE | None = None
+        self.index: SIDIndex | None = None
+        self.history: dict = {}
+
+    # ------------------------------------------------------------------------------ training
+
+    def fit(self, corpus: EncodedCorpus) -> TigerBaseline:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        self._fit_tokenizer(corpus)
+        self.rq_seconds = time.perf_counter() - started
+        self._fit_seq2seq(corpus)
+        self.train_seconds = time.perf_counter() - started
+        self.train_cpu_seconds = time.process_time() - cpu_started  # wall time misleads on a shared machine
+        return self
+
+    def _fit_tokenizer(self, corpus: EncodedCorpus) -> None:
+        self.rqvae, rq_history = train_rqvae(
+            corpus.item_embeddings.float(), latent_dim=self.latent_dim, hidden_dims=self.rq_hidden,
+            levels=self.rq_levels, codebook_size=self.rq_codebook_size, epochs=self.rq_epochs,
+            batch_size=self.rq_batch_size, lr=self.rq_lr, beta=self.rq_beta, kmeans_iterations=self.kmeans_iterations,
+            seed=self.seed, device=self.device, log=self._log)
+        self.history["rq"] = rq_history
+        self.rq_codes = self.rqvae.encode(corpus.item_embeddings.float().to(self.device)).cpu()
+        self.item_codes = disambiguate(self.rq_codes)
+        sizes = [self.rq_codebook_size] * self.rq_levels + [int(self.item_codes[:, -1].max()) + 1]
+        self.index = SIDIndex.build(self.item_codes, sizes)
+        self._item_codes_device = self.item_codes.to(self.device)
+        self._log(f"SIDs: {self.index_statistics()['collisions']}, level-4 size {sizes[-1]}")
+
+    def _fit_seq2seq(self, corpus: EncodedCorpus) -> None:
+        torch.manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        train = corpus.splits["train"]
+        self.model = TigerSeq2Seq(list(self.index.codebook_sizes), corpus.item_embeddings.shape[1], self.width,
+                                  self.layers, self.heads, train.history.shape[1], self.dropout,
+                                  self.ffn_multiplier).to(self.device)
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        steps_per_epoch = -(-len(train.targets) // self.batch_size)
+        total = max(self.epochs * steps_per_epoch, 1)
+        warmup = min(self.warmup_steps, total // 10 + 1)
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to 0 over all epochs
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1.0 + np.cos(np.pi * min((step - warmup) / max(total - warmup, 1), 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        self.history["epochs"] = []
+        best, best_state, self.best_epoch = -1.0, None, -1
+        for epoch in range(self.epochs):
+            epoch_started, cpu_started = time.perf_counter(), time.process_time()
+            self.model.train()
+            loss_sum, level_sums, steps = 0.0, np.zeros(self.index.depth), 0
+            for rows in self._batches(train.history, generator):
+                loss, per_level = self._loss(corpus, "train", rows)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item()
+                level_sums += per_level
+                steps += 1
+            train_seconds = time.perf_counter() - epoch_started
+            valid = self._validate(corpus)
+            record = {"epoch": epoch, "loss": loss_sum / max(steps, 1),
+                      "level_losses": (level_sums / max(steps, 1)).tolist(), "valid": valid,
+                      "train_seconds": train_seconds, "seconds": time.perf_counter() - epoch_started,
+                      "cpu_seconds": time.process_time() - cpu_started}
+            self.history["epochs"].append(record)
+            self._log(f"epoch {epoch + 1}/{self.epochs}: loss {record['loss']:.4f} "
+                      f"levels {np.round(record['level_losses'], 3).tolist()} valid ndcg@10 {valid['ndcg@10']:.4f} "
+                      f"recall@10 {valid['recall@10']:.4f} ({record['seconds']:.0f}s)")
+            if valid["ndcg@10"] > best:
+                best, self.best_epoch = valid["ndcg@10"], epoch
+                best_state = copy.deepcopy(self.model.state_dict())
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+
+    def _batches(self, history: np.ndarray, generator: torch.Generator) -> list[np.ndarray]:
+        """Shuffled batches of rows with similar history lengths (less padding), in shuffled order."""
+        n = len(history)
+        lengths = (history >= 0).sum(axis=1)
+        order = torch.randperm(n, generator=generator).numpy()
+        chunk = self.batch_size * 32
+        batches = []
+        for start in range(0, n, chunk):
+            rows = order[start:start + chunk]
+            rows = rows[np.argsort(lengths[rows], kind="stable")]
+            batches += [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        shuffle = torch.randperm(len(batches), generator=generator).numpy()
+        return [batches[i] for i in shuffle]
+
+    def _loss(self, corpus: EncodedCorpus, split: str, rows: np.ndarray) -> tuple[Tensor, np.ndarray]:
+        memory_kv, attend = self._encode(corpus, split, rows)
+        target = self._item_codes_device[torch.from_numpy(corpus.splits[split].targets[rows]).to(self.device)]
+        hidden = self.model.decode(memory_kv, attend, target[:, None, :-1])[:, 0]  # [B, m, d]
+        losses = torch.stack([F.cross_entropy(self.model.level_logits(hidden[:, j], j), target[:, j])
+                              for j in range(target.shape[1])])
+        return losses.mean(), losses.detach().cpu().numpy()
+
+    def _encode(self, corpus: EncodedCorpus, split: str, rows: np.ndarray) -> tuple[list, Tensor]:
+        arrays = corpus.splits[split]
+        history = arrays.history[rows]
+        length = int((history >= 0).sum(axis=1).max()) if len(rows) else 0
+        history = torch.from_numpy(history[:, history.shape[1] - length:]).to(self.device)  # drop all-padding columns
+        mask = history >= 0
+        codes = self._item_codes_device[history.clamp(min=0)]
+        query_ids = torch.from_numpy(arrays.query_ids[rows]).to(self.device)
+        has_query = query_ids >= 0
+        queries = None
+        if bool(has_query.any()):
+            queries = corpus.query_embeddings[torch.from_numpy(arrays.query_ids[rows]).clamp(min=0)]
+            queries = queries.to(self.device).float()
+        return self.model.encode(codes, mask, queries, has_query)
+
+    @torch.no_grad()
+    def _validate(self, corpus: EncodedCorpus) -> dict[str, float]:
+        limit = self.eval_examples
+        ranked, _ = self.rank(corpus, "valid", 20, limit)
+        return mean_metrics(per_query_metrics(ranked, relevance(corpus.splits["valid"], limit)))
+
+    # ------------------------------------------------------------------------------ search
+
+    @torch.no_grad()
+    def beams(self, corpus: EncodedCorpus, split: str, rows: np.ndarray, constrained: bool = True) -> Beams:
+        """Beam search for the given rows of `split`; the context is encoded once and shared by all beams."""
+        self.model.eval()
+        memory_kv, attend = self._encode(corpus, split, rows)
+
+        def step(prefix: Tensor) -> Tensor:
+            hidden = self.model.decode(memory_kv, attend, prefix.to(self.device))[:, :, -1]
+            return F.log_softmax(self.model.level_logits(hidden, prefix.shape[-1]).float(), dim=-1).cpu()
+
+        return beam_search(step, len(rows), self.index, self.beam_size, constrained)
+
+    def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self.model is None:
+            raise RuntimeError("fit() the baseline first")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        n = len(corpus.splits[split].targets)
+        n = n if limit is None else min(limit, n)
+        ranked = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float64)
+        width = min(k, self.beam_size)
+        for start in range(0, n, self.batch_size):
+            rows = np.arange(start, min(start + self.batch_size, n))
+            beams = self.beams(corpus, split, rows)
+            alive = beams.scores > float("-inf")
+            items, offsets = self.index.items_of(beams.codes.masked_fill(~alive[..., None], -1).reshape(-1, self.index.depth))
+            item_of_beam = torch.full((alive.numel(),), -1, dtype=torch.long)
+            item_of_beam[offsets.diff() == 1] = items  # every SID names exactly one item
+            item_of_beam = item_of_beam.view(alive.shape)
+            ranked[rows, :width] = item_of_beam[:, :width].numpy()
+            scores[rows, :width] = beams.scores[:, :width].double().numpy()
+        return ranked, scores
+
+    def invalid_sid_rate(self, corpus: EncodedCorpus, split: str, limit: int | None = None) -> float:
+        """Share of unconstrained beams whose SID names no item: what the trie constraint saves."""
+        if self.model is None:
+            raise RuntimeError("fit() the baseline first")
+        n = len(corpus.splits[split].targets)
+        n = n if limit is None else min(limit, n)
+        invalid = total = 0
+        for start in range(0, n, self.batch_size):
+            beams = self.beams(corpus, split, np.arange(start, min(start + self.batch_size, n)), constrained=False)
+            live = beams.scores > float("-inf")
+            invalid += int((~self.index.is_valid(beams.codes.clamp(min=0)) & live).sum())
+            total += int(live.sum())
+        return invalid / max(total, 1)
+
+    def index_statistics(self) -> dict:
+        """Collisions and code usage of the RQ-VAE's own codes (before the disambiguation level)."""
+        if self.index is None:
+            raise RuntimeError("fit() the baseline first")
+        index = SIDIndex.build(self.rq_codes, [self.rq_codebook_size] * self.rq_levels)
+        return {"collisions": index.collision_stats(), "code_usage": index.code_usage()}
+
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(f"[tiger] {message}", file=sys.stderr, flush=True)

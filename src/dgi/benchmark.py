@@ -1,0 +1,283 @@
+"""`dgi benchmark`: every model of a benchmark config on one dataset, same splits and budgets, N seeds.
+
+Layout of the output directory (resumable: a finished (model, seed) is never redone, an interrupted
+DGI run continues from its last checkpoint):
+
+    DIR/bench.yaml                          the resolved benchmark config
+    DIR/models/<slug>/seed-<s>/result.json  metrics of one model and seed
+    DIR/models/<slug>/seed-<s>/hubness.npz  k-occurrence, popularity, item-vector norms
+    DIR/models/<slug>/seed-<s>/grad_norms.npz  item-tower gradient norm per step (trained towers)
+    DIR/models/<slug>/seed-<s>/run/         the DGI / dual-encoder run directory
+    DIR/results.json, report.md, figures/   written at the end (see dgi.report)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm.auto import tqdm
+
+from dgi import baselines, pipeline
+from dgi.config import Config, ConfigError, load_config
+from dgi.corpus import EncodedCorpus
+from dgi.evaluate import evaluate, relevance
+from dgi.io import save_npz, write_json, write_text
+from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.run import RunDirectory
+
+Kind = Literal["dgi", "dual_encoder", "sasrec", "tiger", "popularity", "content", "bm25", "dense_zero_shot"]
+FAMILY = {"dgi": "generative", "tiger": "generative", "dual_encoder": "dense", "dense_zero_shot": "dense",
+          "sasrec": "sequential", "bm25": "sparse", "content": "heuristic", "popularity": "heuristic"}
+TRAINED = {"dgi", "dual_encoder", "sasrec", "tiger"}
+BASELINE_CLASS = {"sasrec": "SASRecBaseline", "tiger": "TigerBaseline", "popularity": "PopularityBaseline",
+                  "content": "ContentBaseline", "bm25": "BM25Baseline", "dense_zero_shot": "DenseZeroShotBaseline"}
+HUBNESS_K = 10
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Kind
+    overrides: list[str] = Field(default_factory=list, description="dgi / dual_encoder: config overrides")
+    params: dict[str, Any] = Field(default_factory=dict, description="other kinds: constructor arguments")
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+class BenchConfig(BaseModel):
+    """What to compare: the dataset, the DGI base config every DGI-family model starts from, the seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    data: Path | None = None
+    base: list[Path] = Field(default_factory=list, description="config files for dgi / dual_encoder models")
+    overrides: list[str] = Field(default_factory=list, description="applied to every dgi / dual_encoder model")
+    note: str = ""
+    split: str = "test"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: str = "cpu"
+    threads: int | None = None
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_slugs(self) -> BenchConfig:
+        slugs = [model.slug for model in self.models]
+        duplicates = sorted({slug for slug in slugs if slugs.count(slug) > 1})
+        if duplicates:
+            raise ValueError(f"model names must differ after slugging: {', '.join(duplicates)}")
+        return self
+
+
+def load_bench_config(path: Path, data: Path | None = None, seeds: list[int] | None = None,
+                      device: str | None = None, models: list[str] | None = None) -> BenchConfig:
+    """Read a benchmark YAML; relative `base` paths resolve against the current directory or the file's.
+
+    `models` (names or slugs) keeps a subset, e.g. to spread one benchmark over several processes.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        config = BenchConfig.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValueError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    base = [file if file.exists() else Path(path).parent / file for file in config.base]
+    update: dict[str, Any] = {"base": base}
+    for key, value in (("data", data), ("seeds", seeds), ("device", device)):
+        if value is not None:
+            update[key] = value
+    if models is not None:
+        wanted = set(models)
+        unknown = wanted - {spec.name for spec in config.models} - {spec.slug for spec in config.models}
+        if unknown:
+            raise ConfigError(f"{path}: no model named {', '.join(sorted(unknown))}")
+        update["models"] = [spec for spec in config.models if spec.name in wanted or spec.slug in wanted]
+    config = config.model_copy(update=update)
+    if config.data is None:
+        raise ConfigError(f"{path}: no dataset: set `data:` or pass --data")
+    return config
+
+
+def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command: str | None = None) -> dict:
+    """Run every (model, seed) not finished yet, then write results.json and the report."""
+    started = time.perf_counter()
+    out = Path(out)
+    write_text(out / "bench.yaml", yaml.safe_dump(json.loads(bench.model_dump_json()), sort_keys=False))
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    corpus = pipeline.prepare_corpus(dgi_config(bench, bench.models[0], bench.seeds[0]))
+    jobs = [(spec, seed) for spec in bench.models for seed in seeds_of(bench, spec)]
+    bar = tqdm(jobs, desc="benchmark", unit="model-seed", disable=not progress)
+    for spec, seed in bar:
+        bar.set_postfix_str(f"{spec.name} seed {seed}")
+        seed_dir = out / "models" / spec.slug / f"seed-{seed}"
+        if not (seed_dir / "result.json").exists():
+            write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress))
+    results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
+    write_json(out / "results.json", results)
+    from dgi.report import write_report
+
+    write_report(out, html=True)
+    return results
+
+
+def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:
+    """Deterministic baselines need one run; trained models get every seed."""
+    return bench.seeds if spec.kind in TRAINED else bench.seeds[:1]
+
+
+def dgi_config(bench: BenchConfig, spec: ModelSpec, seed: int) -> Config:
+    """Base files -> bench overrides -> (dual encoder: the same epoch budget, dense only) -> model overrides."""
+    common = [f"data.path={bench.data}", f"train.seed={seed}", f"train.device={bench.device}", *bench.overrides]
+    if bench.threads:
+        common.append(f"train.threads={bench.threads}")
+    if spec.kind == "dual_encoder":
+        base = load_config(bench.base, common)
+        common += [f"train.dense_epochs={base.train.dense_epochs + base.train.joint_epochs}", "train.joint_epochs=0"]
+    return load_config(bench.base, [*common, *spec.overrides] if spec.kind in ("dgi", "dual_encoder") else common)
+
+
+def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpus, seed_dir: Path,
+            progress: bool) -> dict:
+    """Fit (or resume) one model with one seed, rank the benchmark split, save metrics and hubness data."""
+    started = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if spec.kind in ("dgi", "dual_encoder"):
+        ranked, item_norms, train_seconds, query_seconds, extra = _run_dgi(bench, spec, seed, corpus, seed_dir, progress)
+    else:
+        model = _baseline(spec, seed, bench.device, progress)
+        fit_started = time.perf_counter()
+        model.fit(corpus)
+        train_seconds = getattr(model, "train_seconds", time.perf_counter() - fit_started) if spec.kind in TRAINED else None
+        query_started = time.perf_counter()
+        ranked, _ = model.rank(corpus, bench.split, max(DEFAULT_KS))
+        query_seconds = time.perf_counter() - query_started
+        item_norms = model.item_norms() if hasattr(model, "item_norms") else None
+        if hasattr(model, "index_statistics"):
+            extra["index"] = model.index_statistics()
+            extra["invalid_sid_rate"] = model.invalid_sid_rate(corpus, bench.split)
+    arrays = corpus.splits[bench.split]
+    per_query = per_query_metrics(ranked, relevance(arrays))
+    k_occurrence = np.bincount(ranked[:, :HUBNESS_K][ranked[:, :HUBNESS_K] >= 0], minlength=len(corpus.item_ids))
+    hubness = {"k_occurrence": k_occurrence, "popularity": corpus.popularity}
+    if item_norms is not None:
+        hubness["item_norms"] = np.asarray(item_norms, dtype=np.float32)
+    save_npz(seed_dir / "hubness.npz", hubness)
+    files = {"hubness": "hubness.npz", "grad_norms": "grad_norms.npz" if (seed_dir / "grad_norms.npz").exists() else None}
+    return {"seed": seed, "overall": mean_metrics(per_query),
+            "buckets": bucketed_metrics(per_query, arrays.targets, popularity_buckets(corpus.popularity)),
+            "train_seconds": train_seconds, "query_ms": 1000 * query_seconds / max(len(ranked), 1),
+            "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
+            "k_occurrence_skewness": skewness(k_occurrence), "files": files,
+            "rules": extra.get("rules"), "wall_seconds": time.perf_counter() - started,
+            "machine": machine(bench.device)}
+
+
+def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpus, seed_dir: Path,
+             progress: bool) -> tuple[np.ndarray, np.ndarray, float, float, dict]:
+    run = RunDirectory(seed_dir / "run")
+    if run.exists():
+        pipeline.resume(run.path, progress)  # finishes the remaining epochs (none if training ended)
+    else:
+        pipeline.train(dgi_config(bench, spec, seed), run.path, corpus, progress)
+    retriever = pipeline.load_trained(run, corpus, bench.device)
+    with torch.no_grad():
+        report, rankings = evaluate(retriever, corpus, bench.split)
+    write_json(seed_dir / f"eval-{bench.split}.json", report)
+    ranked = rankings[report["default_method"]][0]
+    records = [json.loads(line) for line in run.log_file.read_text(encoding="utf-8").splitlines() if line]
+    norms = np.array([norm for record in records for norm in record.get("item_grad_norm", [])], dtype=np.float32)
+    trained = norms > 0  # a frozen quantizer's fitting phase leaves the item tower untouched
+    save_npz(seed_dir / "grad_norms.npz", {"step": np.arange(1, len(norms) + 1)[trained], "item_tower": norms[trained]})
+    item_norms = retriever.item_vectors.norm(dim=-1).cpu().numpy()
+    method = report["methods"][report["default_method"]]
+    extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"),
+             "rules": {name: m["overall"] for name, m in report["methods"].items()}}
+    return ranked, item_norms, run.state()["train_seconds"], method["query_ms"] * len(ranked) / 1000, extra
+
+
+def _baseline(spec: ModelSpec, seed: int, device: str, progress: bool):
+    params = dict(spec.params)
+    if spec.kind in ("sasrec", "tiger"):
+        params.update(seed=seed, device=device, progress=progress)
+    return getattr(baselines, BASELINE_CLASS[spec.kind])(**params)
+
+
+def skewness(values: np.ndarray) -> float:
+    """Sample skewness of the k-occurrence distribution: large and positive = a few hubs everywhere."""
+    values = np.asarray(values, dtype=np.float64)
+    std = values.std()
+    return float(((values - values.mean()) ** 3).mean() / std**3) if std > 0 else 0.0
+
+
+def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: float, command: str) -> dict:
+    dataset = corpus.dataset
+    models = []
+    for spec in bench.models:
+        per_seed = []
+        for seed in seeds_of(bench, spec):
+            result = json.loads((out / "models" / spec.slug / f"seed-{seed}" / "result.json").read_text())
+            result["files"] = {name: (f"models/{spec.slug}/seed-{seed}/{path}" if path else None)
+                               for name, path in result["files"].items()}
+            per_seed.append(result)
+        models.append({"name": spec.name, "slug": spec.slug, "kind": spec.kind, "family": FAMILY[spec.kind],
+                       "geometry": _geometry(bench, spec), "seeds": [r["seed"] for r in per_seed],
+                       "per_seed": per_seed, **_aggregate(per_seed)})
+    return {"dataset": {"name": dataset.name, "path": str(bench.data), "items": len(dataset.items),
+                        **{f"{split}_examples": len(rows) for split, rows in dataset.splits.items()},
+                        "note": bench.note},
+            "split": bench.split, "ks": list(DEFAULT_KS),
+            "bucket_edges": popularity_buckets(corpus.popularity).edges,
+            "command": command,
+            "git_commit": git_commit(), "machine": machine(bench.device), "wall_seconds": wall_seconds,
+            "models": models}
+
+
+def _aggregate(per_seed: list[dict]) -> dict:
+    metrics = per_seed[0]["overall"].keys()
+    stack = {m: np.array([r["overall"][m] for r in per_seed]) for m in metrics}
+    buckets = {b: {m: float(np.mean([r["buckets"][b][m] for r in per_seed])) for m in per_seed[0]["buckets"][b]}
+               for b in per_seed[0]["buckets"]}
+    return {"mean": {m: float(v.mean()) for m, v in stack.items()},
+            "std": {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in stack.items()},
+            "buckets_mean": buckets}
+
+
+def _geometry(bench: BenchConfig, spec: ModelSpec) -> str | None:
+    if spec.kind in ("dgi", "dual_encoder"):
+        config = dgi_config(bench, spec, bench.seeds[0])
+        return config.model.geometry if spec.kind == "dual_encoder" else config.quantizer.logits
+    return {"sasrec": "dot", "tiger": "dot", "content": "cosine", "dense_zero_shot": "cosine"}.get(spec.kind)
+
+
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with "-dirty" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine(device: str) -> dict:
+    name = "cpu"
+    if device != "cpu" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": name}

@@ -1,0 +1,107 @@
+"""`dgi benchmark` end to end on the tiny corpus: two seeds, two small trained models, every figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, skewness
+from dgi.cli import app
+from dgi.config import ConfigError, dump_config
+from dgi.report import FIGURE_NAMES
+
+
+@pytest.fixture(scope="module")
+def bench_file(tiny_config, tiny_dataset_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("bench-config")
+    (folder / "tiny.yaml").write_text(dump_config(tiny_config))
+    bench = {"name": "tiny", "data": str(tiny_dataset_dir), "base": ["tiny.yaml"], "seeds": [0, 1],
+             "overrides": ["train.joint_epochs=1"],
+             "models": [{"name": "DGI", "kind": "dgi"},
+                        {"name": "dual encoder (dot)", "kind": "dual_encoder", "overrides": ["model.geometry=dot"]},
+                        {"name": "popularity", "kind": "popularity"}]}
+    (folder / "bench.yaml").write_text(yaml.safe_dump(bench))
+    return folder / "bench.yaml"
+
+
+@pytest.fixture(scope="module")
+def bench_dir(bench_file, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "out"
+    result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_results_cover_every_model_seed_metric_and_bucket(bench_dir):
+    results = json.loads((bench_dir / "results.json").read_text())
+    models = {model["name"]: model for model in results["models"]}
+    assert list(models) == ["DGI", "dual encoder (dot)", "popularity"]
+    assert models["DGI"]["seeds"] == [0, 1] and models["popularity"]["seeds"] == [0]
+    for model in models.values():
+        for run in model["per_seed"]:
+            assert {"hit@1", "hit@10", "ndcg@5", "ndcg@20", "mrr"} <= set(run["overall"])
+            assert list(run["buckets"]) == [edge["name"] for edge in results["bucket_edges"]]
+            assert (bench_dir / run["files"]["hubness"]).exists()
+        assert set(model["mean"]) == set(model["per_seed"][0]["overall"])
+    dgi, dot = models["DGI"], models["dual encoder (dot)"]
+    assert dgi["per_seed"][0]["index"]["collisions"]["n_items"] == results["dataset"]["items"]
+    assert dgi["per_seed"][0]["overall"] != dgi["per_seed"][1]["overall"]  # the seeds really differ
+    hit = [run["overall"]["hit@10"] for run in dgi["per_seed"]]
+    assert dgi["mean"]["hit@10"] == pytest.approx(np.mean(hit))
+    assert dgi["std"]["hit@10"] == pytest.approx(np.std(hit, ddof=1))
+    assert dot["geometry"] == "dot" and dgi["geometry"] == "cosine" and dot["family"] == "dense"
+    assert dgi["mean"]["hit@10"] > models["popularity"]["mean"]["hit@10"]
+    assert dot["mean"]["hit@10"] > models["popularity"]["mean"]["hit@10"]
+    assert results["git_commit"] and results["command"].startswith("dgi benchmark")
+
+
+def test_hubness_and_gradient_files_hold_what_the_figures_need(bench_dir):
+    results = json.loads((bench_dir / "results.json").read_text())
+    dot = next(model for model in results["models"] if model["name"] == "dual encoder (dot)")
+    run = dot["per_seed"][0]
+    hubness = np.load(bench_dir / run["files"]["hubness"])
+    n_test = results["dataset"]["test_examples"]
+    assert hubness["k_occurrence"].sum() == 10 * n_test  # every test context contributes its top 10
+    assert run["k_occurrence_skewness"] == pytest.approx(skewness(hubness["k_occurrence"]))
+    assert hubness["item_norms"].std() > 0  # dot geometry: free norms
+    grads = np.load(bench_dir / run["files"]["grad_norms"])
+    assert len(grads["step"]) == len(grads["item_tower"]) > 0 and (grads["item_tower"] > 0).all()
+
+
+def test_report_and_every_figure_are_written(bench_dir):
+    for name in FIGURE_NAMES.values():
+        assert (bench_dir / "figures" / name).stat().st_size > 10_000, name
+    html = (bench_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= len(FIGURE_NAMES)
+    assert "dual encoder (dot)" in (bench_dir / "report.md").read_text()
+
+
+def test_rerun_resumes_without_retraining(bench_file, bench_dir):
+    before = {path: path.stat().st_mtime_ns for path in bench_dir.glob("models/*/seed-*/result.json")}
+    result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(bench_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert {path: path.stat().st_mtime_ns for path in before} == before
+
+
+def test_dual_encoder_gets_the_same_epoch_budget_as_dgi(bench_file):
+    bench = load_bench_config(bench_file)
+    dgi, dual = (dgi_config(bench, spec, 0) for spec in bench.models[:2])
+    assert dual.train.joint_epochs == 0
+    assert dual.train.dense_epochs == dgi.train.dense_epochs + dgi.train.joint_epochs
+
+
+def test_bad_bench_configs_are_clear_errors(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "models": [{"name": "a", "kind": "nope"}]}))
+    with pytest.raises(ConfigError, match="bench.yaml"):
+        load_bench_config(path)
+    with pytest.raises(ValueError, match="differ"):
+        BenchConfig(name="x", models=[{"name": "A b", "kind": "popularity"}, {"name": "a-b", "kind": "content"}])
+    path.write_text(yaml.safe_dump({"name": "x", "models": [{"name": "a", "kind": "popularity"}]}))
+    with pytest.raises(ConfigError, match="no dataset"):
+        load_bench_config(path)
