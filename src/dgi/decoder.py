@@ -19,10 +19,11 @@ from dgi.geometry import Geometry, LearnableScale, similarity_logits
 class DecoderBlock(nn.Module):
     """Pre-norm block: causal self-attention within a beam, cross-attention to the context, feed-forward.
 
-    Every residual branch's output projection starts at zero, so a fresh block is the identity.
+    With `zero_init` every residual branch's output projection starts at zero, so a fresh block is the
+    identity (DGI starts from its dense solution); TIGER keeps PyTorch's default initialization.
     """
 
-    def __init__(self, width: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
+    def __init__(self, width: int, heads: int, ffn_multiplier: int, dropout: float, zero_init: bool = True) -> None:
         super().__init__()
         self.heads = heads
         self.dropout = dropout
@@ -34,6 +35,8 @@ class DecoderBlock(nn.Module):
         self.cross_out = nn.Linear(width, width)
         self.ffn = nn.Sequential(nn.Linear(width, ffn_multiplier * width), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(ffn_multiplier * width, width))
+        if not zero_init:
+            return
         with torch.no_grad():
             for linear in (self.self_out, self.cross_out, self.ffn[-1]):
                 linear.weight.zero_()
