@@ -76,7 +76,7 @@ class Trainer:
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
         self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases)
         self.state = {"epoch": 0, "step": 0, "joint_step": 0, "index_ready": False, "best_epoch": None,
-                      "best_score": None, "train_seconds": 0.0}
+                      "best_score": None, "train_seconds": 0.0, "train_cpu_seconds": 0.0}
 
     # ----- public -------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -84,10 +84,12 @@ class Trainer:
         epoch_phases = [phase for phase in self.phases for _ in range(phase.epochs)]
         for epoch in range(self.state["epoch"], len(epoch_phases)):
             phase = epoch_phases[epoch]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             self._prepare(phase.name)
             losses = self._run_epoch(phase.name, epoch, len(epoch_phases))
             self.state["train_seconds"] += time.perf_counter() - started
+            # CPU time of this process: the honest cost when other jobs share the machine's cores
+            self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_started
             record = self._epoch_record(epoch, phase.name, losses, time.perf_counter() - started)
             self.state["epoch"] = epoch + 1
             self._checkpoint(record, selectable=phase.name == self.selected_phase)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dgi.data.loaders import Dataset
+from dgi.data.loaders import Dataset, open_data_file
 from dgi.data.schema import DataError, Example, Item
 from dgi.data.shop_queries import BRAND_RATE, GENERIC_RATE, make_query
 
@@ -135,11 +135,7 @@ def read_sequences(path: Path) -> list[tuple[str, list[str], int]]:
     """(user, items oldest first, line) per user; rejects anything the protocol cannot split."""
     users: list[tuple[str, list[str], int]] = []
     first_line: dict[str, int] = {}
-    try:
-        handle = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, 0, None, "file not found") from None
-    with handle:
+    with open_data_file(path) as handle:
         for number, line in enumerate(handle, start=1):
             tokens = line.split()
             if not tokens:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -30,13 +30,17 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (1-based line number, object) so every later error can point at its line."""
+def open_data_file(path: Path) -> TextIO:
+    """Open a dataset text file; a missing file is a DataError naming it, like every other data problem."""
     try:
-        handle = path.open(encoding="utf-8")
+        return path.open(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(path, 0, None, "file not found") from None
-    with handle:
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (1-based line number, object) so every later error can point at its line."""
+    with open_data_file(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
