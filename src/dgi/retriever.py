@@ -41,6 +41,7 @@ class Retriever:
         self.device = item_embeddings.device  # the model's; beams and rankings come back on the CPU
         with torch.no_grad():
             self.item_vectors = model.catalog_vectors(item_embeddings)
+        self._cpu_item_vectors = self.item_vectors.cpu()  # ranking inside SID buckets runs on the CPU
         self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
 
     @classmethod
@@ -78,7 +79,7 @@ class Retriever:
         rule = rule or config.rule
         beam_size = beam_size or (config.rerank_beam_size if rule == "rerank" else config.beam_size)
         context = self.context(history, query_embeddings, has_query)
-        return rank_items(self.beams(context, beam_size), self.index, context.vector.cpu(), self.item_vectors.cpu(), k,
+        return rank_items(self.beams(context, beam_size), self.index, context.vector.cpu(), self._cpu_item_vectors, k,
                           rule, config.fusion_weight)
 
     @torch.no_grad()
@@ -148,6 +149,7 @@ class Retriever:
                 self.index.add_items(self.model.quantizer.encode(vectors).cpu())
         self.item_embeddings = torch.cat([self.item_embeddings, embeddings])
         self.item_vectors = torch.cat([self.item_vectors, vectors])
+        self._cpu_item_vectors = self.item_vectors.cpu()
         for item in items:
             self._position[item.id] = len(self.item_ids)
             self.item_ids.append(item.id)
