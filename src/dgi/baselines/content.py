@@ -54,7 +54,26 @@ def knn_rank(index: faiss.IndexFlatIP, vectors: np.ndarray, has_context: np.ndar
     return ranked, scores
 
 
-class ContentBaseline:
+class ExactKnnBaseline:
+    """Shared part of the embedding baselines: an exact index over the item text embeddings and the
+    popularity order for examples without any context. Subclasses say how to embed a context."""
+
+    def __init__(self, batch_size: int = 1024) -> None:
+        self.batch_size = batch_size
+        self.index: faiss.IndexFlatIP | None = None
+
+    def fit(self, corpus: EncodedCorpus) -> ExactKnnBaseline:
+        self.index = item_index(corpus)
+        self.fallback = PopularityBaseline().fit(corpus)
+        return self
+
+    def _require_fit(self) -> faiss.IndexFlatIP:
+        if self.index is None:
+            raise RuntimeError("fit() the baseline first")
+        return self.index
+
+
+class ContentBaseline(ExactKnnBaseline):
     """Nearest items to one context vector, by exact cosine over the frozen item text embeddings.
 
     `mode` picks the context: "auto" (the query when the example has one, else the last history item),
@@ -71,24 +90,17 @@ class ContentBaseline:
     def __init__(self, mode: Mode = "auto", exclude_history: bool = False, batch_size: int = 1024) -> None:
         if mode not in ("auto", "last_item", "query", "mean"):
             raise ValueError(f"mode must be 'auto', 'last_item', 'query' or 'mean', got {mode!r}")
+        super().__init__(batch_size)
         self.mode = mode
         self.exclude_history = exclude_history
-        self.batch_size = batch_size
-        self.index: faiss.IndexFlatIP | None = None
-
-    def fit(self, corpus: EncodedCorpus) -> ContentBaseline:
-        self.index = item_index(corpus)
-        self.fallback = PopularityBaseline().fit(corpus)
-        return self
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if self.index is None:
-            raise RuntimeError("fit() the baseline first")
+        index = self._require_fit()
         arrays = corpus.splits[split]
         history, query_ids = arrays.history[:limit], arrays.query_ids[:limit]
         vectors, has_context = self._contexts(corpus, history, query_ids)
         exclude = history if self.exclude_history else None
-        return knn_rank(self.index, vectors, has_context, self.fallback, k, exclude, self.batch_size)
+        return knn_rank(index, vectors, has_context, self.fallback, k, exclude, self.batch_size)
 
     def _contexts(self, corpus: EncodedCorpus, history: np.ndarray,
                   query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

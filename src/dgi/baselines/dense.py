@@ -5,17 +5,15 @@ It isolates what the text encoder alone knows, so any gain of a trained retrieve
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 from dgi.baselines.bm25 import context_texts
-from dgi.baselines.content import item_index, knn_rank
-from dgi.baselines.popularity import PopularityBaseline
+from dgi.baselines.content import ExactKnnBaseline, knn_rank
 from dgi.corpus import EncodedCorpus
 from dgi.encoders import EmbeddingCache, cached_encoder
 
 
-class DenseZeroShotBaseline:
+class DenseZeroShotBaseline(ExactKnnBaseline):
     """Encode each example's context text and search the item embeddings exactly (FAISS IndexFlatIP).
 
     `encoder` must be the corpus's text encoder (same embedding space); by default the cached encoder
@@ -27,26 +25,23 @@ class DenseZeroShotBaseline:
     def __init__(self, encoder: EmbeddingCache | None = None, history_items: int = 10, batch_size: int = 1024) -> None:
         if history_items < 0:
             raise ValueError(f"history_items must be >= 0, got {history_items}")
+        super().__init__(batch_size)
         self.encoder = encoder
         self.history_items = history_items
-        self.batch_size = batch_size
-        self.index: faiss.IndexFlatIP | None = None
 
     def fit(self, corpus: EncodedCorpus) -> DenseZeroShotBaseline:
         self.encoder = self.encoder or cached_encoder(corpus.encoder_name)
         if self.encoder.encoder.name != corpus.encoder_name:
             raise ValueError(f"encoder {self.encoder.encoder.name!r} differs from the corpus's "
                              f"{corpus.encoder_name!r}: their embeddings are not comparable")
-        self.index = item_index(corpus)
-        self.fallback = PopularityBaseline().fit(corpus)
+        super().fit(corpus)
         return self
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if self.index is None:
-            raise RuntimeError("fit() the baseline first")
+        index = self._require_fit()
         texts = context_texts(corpus, split, self.history_items, limit)
         has_context = np.array([bool(text) for text in texts], dtype=bool)
-        vectors = np.zeros((len(texts), self.index.d), dtype=np.float32)
+        vectors = np.zeros((len(texts), index.d), dtype=np.float32)
         if has_context.any():
             vectors[has_context] = self.encoder.encode([text for text in texts if text])
-        return knn_rank(self.index, vectors, has_context, self.fallback, k, batch_size=self.batch_size)
+        return knn_rank(index, vectors, has_context, self.fallback, k, batch_size=self.batch_size)
