@@ -73,6 +73,6 @@ def _json_default(value: Any) -> Any:
 
 
 def save_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
-    """Numpy arrays in one .npz file, written atomically."""
+    """Numpy arrays in one compressed .npz file (benchmark outputs are committed), written atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez_compressed(handle, **arrays)
