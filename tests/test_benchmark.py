@@ -60,6 +60,19 @@ def test_results_cover_every_model_seed_metric_and_bucket(bench_dir):
     assert results["git_commit"] and results["command"].startswith("dgi benchmark")
 
 
+def test_generative_rule_is_chosen_on_validation_per_seed(bench_dir):
+    results = json.loads((bench_dir / "results.json").read_text())
+    models = {model["name"]: model for model in results["models"]}
+    for run in models["DGI"]["per_seed"]:
+        scores = run["valid_rule_scores"]
+        assert set(scores) == {"lexicographic", "fused", "rerank"}
+        assert run["method"] == "generative/" + max(scores, key=scores.get)
+        assert run["overall"] == pytest.approx(run["rules"][run["method"]])  # test metrics are that rule's
+    assert models["dual encoder (dot)"]["per_seed"][0]["method"] == "dense"
+    row = next(line for line in (bench_dir / "report.md").read_text().splitlines() if line.startswith("| DGI |"))
+    assert all(run["method"].split("/")[1] in row for run in models["DGI"]["per_seed"])  # the report names the rule
+
+
 def test_hubness_and_gradient_files_hold_what_the_figures_need(bench_dir):
     results = json.loads((bench_dir / "results.json").read_text())
     dot = next(model for model in results["models"] if model["name"] == "dual encoder (dot)")

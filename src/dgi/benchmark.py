@@ -9,6 +9,9 @@ DGI run continues from its last checkpoint):
     DIR/models/<slug>/seed-<s>/grad_norms.npz  item-tower gradient norm per step (trained towers)
     DIR/models/<slug>/seed-<s>/run/         the DGI / dual-encoder run directory
     DIR/results.json, report.md, figures/   written at the end (see dgi.report)
+
+A DGI-family model ranks the benchmark split with the rule (lexicographic / fused / rerank) that scores
+best by `train.select_metric` on its first `train.eval_examples` validation examples, per seed.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tqdm.auto import tqdm
 from dgi import baselines, pipeline
 from dgi.config import Config, ConfigError, load_config
 from dgi.corpus import EncodedCorpus
-from dgi.evaluate import evaluate, relevance
+from dgi.evaluate import choose_rule, evaluate, relevance
 from dgi.io import save_npz, write_json, write_text
 from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.run import RunDirectory
@@ -183,6 +186,7 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
             "train_seconds": train_seconds, "query_ms": 1000 * query_seconds / max(len(ranked), 1),
             "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
             "k_occurrence_skewness": skewness(k_occurrence), "files": files,
+            "method": extra.get("method"), "valid_rule_scores": extra.get("valid_rule_scores"),
             "rules": extra.get("rules"), "wall_seconds": time.perf_counter() - started,
             "machine": machine(bench.device)}
 
@@ -195,19 +199,27 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
     else:
         pipeline.train(dgi_config(bench, spec, seed), run.path, corpus, progress)
     retriever = pipeline.load_trained(run, corpus, bench.device)
+    train = run.config().train
     with torch.no_grad():
         report, rankings = evaluate(retriever, corpus, bench.split)
+        method = report["default_method"]
+        if retriever.index is not None:
+            rule, valid_scores = choose_rule(retriever, corpus, train.select_metric, train.eval_examples)
+            method = f"generative/{rule}"
+            report["valid_rule_scores"] = valid_scores
+    report["benchmark_method"] = method
     write_json(seed_dir / f"eval-{bench.split}.json", report)
-    ranked = rankings[report["default_method"]][0]
+    ranked = rankings[method][0]
     records = [json.loads(line) for line in run.log_file.read_text(encoding="utf-8").splitlines() if line]
     norms = np.array([norm for record in records for norm in record.get("item_grad_norm", [])], dtype=np.float32)
     trained = norms > 0  # a frozen quantizer's fitting phase leaves the item tower untouched
     save_npz(seed_dir / "grad_norms.npz", {"step": np.arange(1, len(norms) + 1)[trained], "item_tower": norms[trained]})
     item_norms = retriever.item_vectors.norm(dim=-1).cpu().numpy()
-    method = report["methods"][report["default_method"]]
-    extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"),
+    extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"), "method": method,
+             "valid_rule_scores": report.get("valid_rule_scores"),
              "rules": {name: m["overall"] for name, m in report["methods"].items()}}
-    return ranked, item_norms, run.state()["train_seconds"], method["query_ms"] * len(ranked) / 1000, extra
+    query_seconds = report["methods"][method]["query_ms"] * len(ranked) / 1000
+    return ranked, item_norms, run.state()["train_seconds"], query_seconds, extra
 
 
 def _baseline(spec: ModelSpec, seed: int, device: str, progress: bool):

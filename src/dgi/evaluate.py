@@ -59,6 +59,18 @@ def validation_metrics(retriever: Retriever, corpus: EncodedCorpus, split: str, 
     return results
 
 
+def choose_rule(retriever: Retriever, corpus: EncodedCorpus, metric: str, limit: int | None,
+                split: str = "valid") -> tuple[str, dict[str, float]]:
+    """The ranking rule with the best `metric` on the first `limit` examples of `split` (validation, never
+    test): which rule wins depends on the data and the model, so it is tuned like any hyperparameter."""
+    relevant = relevance(corpus.splits[split], limit)
+    scores = {}
+    for rule in RULES:
+        ranked = rank_split(retriever, corpus, split, "generative", max(DEFAULT_KS), limit, rule)[0]
+        scores[rule] = float(mean_metrics(per_query_metrics(ranked, relevant))[metric])
+    return max(scores, key=scores.__getitem__), scores
+
+
 def invalid_sid_rate(retriever: Retriever, corpus: EncodedCorpus, split: str, limit: int | None = None) -> float:
     """Share of unconstrained beams that name no existing item: what constraints save the model from."""
     arrays = corpus.splits[split]

@@ -54,6 +54,7 @@ class SeedRun:
     skewness: float
     hubness_file: str | None
     grad_norms_file: str | None
+    method: str | None = None  # generative models: "generative/<rule>", the rule chosen on validation
 
 
 @dataclass
@@ -236,6 +237,7 @@ def _read_run(reader: _Reader, run: Any, where: str, bucket_names: list[str]) ->
         skewness=get(run, "k_occurrence_skewness", where, "number"),
         hubness_file=get(files, "hubness", f"{where}.files", "string", nullable=True),
         grad_norms_file=get(files, "grad_norms", f"{where}.files", "string", nullable=True),
+        method=get(run, "method", where, "string", nullable=True),
     )
 
 
@@ -283,6 +285,15 @@ def fmt_duration(seconds: float) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min {secs:02d} s"
     return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def _rules_text(model: ModelResult) -> str:
+    """" · rerank" when every seed chose one ranking rule on validation, " · rerank ×2, fused ×1" otherwise."""
+    chosen = [run.method.split("/", 1)[1] for run in model.runs if run.method and "/" in run.method]
+    if not chosen:
+        return ""
+    counts = {rule: chosen.count(rule) for rule in dict.fromkeys(chosen)}
+    return " · " + (chosen[0] if len(counts) == 1 else ", ".join(f"{rule} ×{n}" for rule, n in counts.items()))
 
 
 def _metric_cell(mean: float, std: float | None, bold: bool, digits: int = 4) -> Cell:
@@ -401,7 +412,7 @@ def _main_table(doc: Doc, bench: Bench) -> None:
     headers = ["Model", "Type"] + [h for _, h in metrics] + ["Train time", "Query ms"]
     rows = []
     for i, model in enumerate(models):
-        kind = model.family + (f" · {model.geometry}" if model.geometry else "")
+        kind = model.family + (f" · {model.geometry}" if model.geometry else "") + _rules_text(model)
         cells = [Cell(model.name), Cell(kind)]
         cells += [_metric_cell(model.mean[key], std(model, key), best[c][i]) for c, (key, _) in enumerate(metrics)]
         cells.append(Cell(fmt_seconds(train[i]), best[-2][i]))
@@ -411,6 +422,7 @@ def _main_table(doc: Doc, bench: Bench) -> None:
     seed_text = " or ".join(str(n) for n in counts) + (" seed" if counts == [1] else " seeds")
     caption = (f"{bench.split.capitalize()} split, mean ± std over {seed_text} (no ± for a model with one seed). "
                "H = HitRate, N = NDCG. Bold: best per column (highest metric, lowest time). "
+               "DGI-family ranking rule (lexicographic / fused / rerank) chosen per seed on validation. "
                "Train time and query latency are means over seeds; query ms is per test context.")
     doc.table(Table(headers, rows, [False, False] + [True] * (len(headers) - 2), caption))
 
