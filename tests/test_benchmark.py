@@ -47,6 +47,7 @@ def test_results_cover_every_model_seed_metric_and_bucket(bench_dir):
             assert {"hit@1", "hit@10", "ndcg@5", "ndcg@20", "mrr"} <= set(run["overall"])
             assert list(run["buckets"]) == [edge["name"] for edge in results["bucket_edges"]]
             assert (bench_dir / run["files"]["hubness"]).exists()
+            assert run["git_commit"] and run["machine"]["cpus"] >= 1
         assert set(model["mean"]) == set(model["per_seed"][0]["overall"])
     dgi, dot = models["DGI"], models["dual encoder (dot)"]
     assert dgi["per_seed"][0]["index"]["collisions"]["n_items"] == results["dataset"]["items"]

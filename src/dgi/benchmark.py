@@ -188,7 +188,7 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
             "k_occurrence_skewness": skewness(k_occurrence), "files": files,
             "method": extra.get("method"), "valid_rule_scores": extra.get("valid_rule_scores"),
             "rules": extra.get("rules"), "wall_seconds": time.perf_counter() - started,
-            "machine": machine(bench.device)}
+            "machine": machine(bench.device), "git_commit": git_commit()}  # a resumed benchmark can span commits
 
 
 def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpus, seed_dir: Path,
