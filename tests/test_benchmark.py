@@ -69,9 +69,12 @@ def test_generative_rule_is_chosen_on_validation_per_seed(bench_dir):
         assert set(scores) == {"lexicographic", "fused", "rerank"}
         assert run["method"] == "generative/" + max(scores, key=scores.get)
         assert run["overall"] == pytest.approx(run["rules"][run["method"]])  # test metrics are that rule's
+        assert run["rule_buckets"][run["method"]] == pytest.approx({b: m["hit@10"] for b, m in run["buckets"].items()})
     assert models["dual encoder (dot)"]["per_seed"][0]["method"] == "dense"
     row = next(line for line in (bench_dir / "report.md").read_text().splitlines() if line.startswith("| DGI |"))
     assert all(run["method"].split("/")[1] in row for run in models["DGI"]["per_seed"])  # the report names the rule
+    report = (bench_dir / "report.md").read_text()
+    assert "Every ranking rule, test split" in report and "on the tail buckets under every ranking rule" in report
 
 
 def test_hubness_and_gradient_files_hold_what_the_figures_need(bench_dir):

@@ -187,7 +187,7 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
             "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
             "k_occurrence_skewness": skewness(k_occurrence), "files": files,
             "method": extra.get("method"), "valid_rule_scores": extra.get("valid_rule_scores"),
-            "rules": extra.get("rules"), "wall_seconds": time.perf_counter() - started,
+            "rules": extra.get("rules"), "rule_buckets": extra.get("rule_buckets"), "wall_seconds": time.perf_counter() - started,
             "machine": machine(bench.device), "git_commit": git_commit()}  # a resumed benchmark can span commits
 
 
@@ -217,7 +217,9 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
     item_norms = retriever.item_vectors.norm(dim=-1).cpu().numpy()
     extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"), "method": method,
              "valid_rule_scores": report.get("valid_rule_scores"),
-             "rules": {name: m["overall"] for name, m in report["methods"].items()}}
+             "rules": {name: m["overall"] for name, m in report["methods"].items()},
+             "rule_buckets": {name: {bucket: values["hit@10"] for bucket, values in m["buckets"].items()}
+                              for name, m in report["methods"].items()}}
     query_seconds = report["methods"][method]["query_ms"] * len(ranked) / 1000
     return ranked, item_norms, run.state()["train_seconds"], query_seconds, extra
 

@@ -55,6 +55,8 @@ class SeedRun:
     hubness_file: str | None
     grad_norms_file: str | None
     method: str | None = None  # generative models: "generative/<rule>", the rule chosen on validation
+    rules: dict[str, dict[str, float]] | None = None  # DGI family: test metrics of every ranking method
+    rule_buckets: dict[str, dict[str, float]] | None = None  # ... and their HitRate@10 per bucket
 
 
 @dataclass
@@ -238,6 +240,8 @@ def _read_run(reader: _Reader, run: Any, where: str, bucket_names: list[str]) ->
         hubness_file=get(files, "hubness", f"{where}.files", "string", nullable=True),
         grad_norms_file=get(files, "grad_norms", f"{where}.files", "string", nullable=True),
         method=get(run, "method", where, "string", nullable=True),
+        rules=get(run, "rules", where, "object", nullable=True),
+        rule_buckets=get(run, "rule_buckets", where, "object", nullable=True),
     )
 
 
@@ -458,6 +462,47 @@ def _bucket_label(edge: dict) -> str:
     return f"{edge['name']}\n{_items(edge['n_items'])} · {span}\n{edge['share_of_interactions']:.1%} of interactions"
 
 
+RULE_COLUMNS = (("generative/lexicographic", "lexicographic"), ("generative/fused", "fused"),
+                ("generative/rerank", "rerank"), ("dense", "dense path"))
+
+
+def _rules(doc: Doc, bench: Bench) -> None:
+    """The DGI family under every ranking rule: the ablations compared on equal terms, whatever validation chose."""
+    models = [m for m in bench.models if all(run.rules and "generative/lexicographic" in run.rules for run in m.runs)]
+    if not models:
+        return
+    doc.para("The DGI-family models under every ranking rule (test, mean over seeds): lexicographic is the "
+             "paper's generative rule (beam order), fused adds the dense cosine to the beam score, rerank "
+             "re-scores the items of a wider beam by the dense cosine, and the dense path scores every item "
+             "without the index. The main table uses the rule each seed chose on validation.")
+
+    def mean(model: ModelResult, method: str, pick) -> float:
+        return float(np.mean([pick(run, method) for run in model.runs]))
+
+    def overall(run: SeedRun, method: str, metric: str) -> float:
+        return run.rules[method][metric]
+
+    headers = ["Model", "chosen"] + [f"{label} {metric}" for _, label in RULE_COLUMNS for metric in ("H@10", "N@10")]
+    columns = [[mean(m, method, lambda r, me, k=key: overall(r, me, k)) for m in models]
+               for method, _ in RULE_COLUMNS for key in ("hit@10", "ndcg@10")]
+    best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
+    rows = [[Cell(m.name), Cell(_rules_text(m).removeprefix(" · "))]
+            + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(columns))] for i, m in enumerate(models)]
+    doc.table(Table(headers, rows, [False, False] + [True] * len(columns),
+                    "Every ranking rule, test split, mean over seeds. Bold: best per column."))
+    tails = [name for name in ("B3", "B4") if any(e["name"] == name for e in bench.bucket_edges)]
+    tailed = [m for m in models if all(run.rule_buckets for run in m.runs)]
+    if tails and tailed:
+        headers = ["Model"] + [f"{label} {tail}" for _, label in RULE_COLUMNS for tail in tails]
+        columns = [[mean(m, method, lambda r, me, t=tail: r.rule_buckets[me][t]) for m in tailed]
+                   for method, _ in RULE_COLUMNS for tail in tails]
+        best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
+        rows = [[Cell(m.name)] + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(columns))]
+                for i, m in enumerate(tailed)]
+        doc.table(Table(headers, rows, [False] + [True] * len(columns),
+                        "HitRate@10 on the tail buckets under every ranking rule, mean over seeds."))
+
+
 def _buckets(doc: Doc, bench: Bench) -> None:
     doc.heading("2. HitRate@10 by item popularity")
     if not bench.bucket_edges:
@@ -604,7 +649,7 @@ def _gradients(doc: Doc, bench: Bench) -> None:
 def build_report(bench: Bench) -> Doc:
     doc = Doc(f"Benchmark report: {bench.dataset['name']}")
     _header(doc, bench)
-    for section in (_main_table, _buckets, _hubness, _index, _gradients):
+    for section in (_main_table, _rules, _buckets, _hubness, _index, _gradients):
         section(doc, bench)
     return doc
 
