@@ -462,8 +462,8 @@ def _bucket_label(edge: dict) -> str:
     return f"{edge['name']}\n{_items(edge['n_items'])} · {span}\n{edge['share_of_interactions']:.1%} of interactions"
 
 
-RULE_COLUMNS = (("generative/lexicographic", "lexicographic"), ("generative/fused", "fused"),
-                ("generative/rerank", "rerank"), ("dense", "dense path"))
+RULE_COLUMNS = (("generative/lexicographic", "lex"), ("generative/fused", "fused"),
+                ("generative/rerank", "rerank"), ("dense", "dense"))
 
 
 def _rules(doc: Doc, bench: Bench) -> None:
@@ -471,10 +471,10 @@ def _rules(doc: Doc, bench: Bench) -> None:
     models = [m for m in bench.models if all(run.rules and "generative/lexicographic" in run.rules for run in m.runs)]
     if not models:
         return
-    doc.para("The DGI-family models under every ranking rule (test, mean over seeds): lexicographic is the "
-             "paper's generative rule (beam order), fused adds the dense cosine to the beam score, rerank "
-             "re-scores the items of a wider beam by the dense cosine, and the dense path scores every item "
-             "without the index. The main table uses the rule each seed chose on validation.")
+    doc.para("The DGI-family models under every ranking rule (test, mean over seeds): lex = lexicographic, the "
+             "paper's generative rule (beam order); fused adds the dense cosine to the beam score; rerank "
+             "re-scores the items of a wider beam by the dense cosine; dense = the dense path, which scores "
+             "every item without the index. The main table uses the rule each seed chose on validation.")
 
     def mean(model: ModelResult, method: str, pick) -> float:
         return float(np.mean([pick(run, method) for run in model.runs]))
