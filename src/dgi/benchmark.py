@@ -187,7 +187,8 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
             "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
             "k_occurrence_skewness": skewness(k_occurrence), "files": files,
             "method": extra.get("method"), "valid_rule_scores": extra.get("valid_rule_scores"),
-            "rules": extra.get("rules"), "rule_buckets": extra.get("rule_buckets"), "wall_seconds": time.perf_counter() - started,
+            "rules": extra.get("rules"), "rule_buckets": extra.get("rule_buckets"),
+            "wall_seconds": time.perf_counter() - started,
             "machine": machine(bench.device), "git_commit": git_commit()}  # a resumed benchmark can span commits
 
 
@@ -200,15 +201,14 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
         pipeline.train(dgi_config(bench, spec, seed), run.path, corpus, progress)
     retriever = pipeline.load_trained(run, corpus, bench.device)
     train = run.config().train
+    method, valid_scores = "dense", None  # a dual encoder has the dense path only
     with torch.no_grad():
         report, rankings = evaluate(retriever, corpus, bench.split)
-        method = report["default_method"]
         if retriever.index is not None:
             rule, valid_scores = choose_rule(retriever, corpus, train.select_metric, train.eval_examples)
             method = f"generative/{rule}"
-            report["valid_rule_scores"] = valid_scores
-    report["benchmark_method"] = method
-    write_json(seed_dir / f"eval-{bench.split}.json", report)
+    write_json(seed_dir / f"eval-{bench.split}.json", {**report, "benchmark_method": method,
+                                                       "valid_rule_scores": valid_scores})
     ranked = rankings[method][0]
     records = [json.loads(line) for line in run.log_file.read_text(encoding="utf-8").splitlines() if line]
     norms = np.array([norm for record in records for norm in record.get("item_grad_norm", [])], dtype=np.float32)
@@ -216,7 +216,7 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
     save_npz(seed_dir / "grad_norms.npz", {"step": np.arange(1, len(norms) + 1)[trained], "item_tower": norms[trained]})
     item_norms = retriever.item_vectors.norm(dim=-1).cpu().numpy()
     extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"), "method": method,
-             "valid_rule_scores": report.get("valid_rule_scores"),
+             "valid_rule_scores": valid_scores,
              "rules": {name: m["overall"] for name, m in report["methods"].items()},
              "rule_buckets": {name: {bucket: values["hit@10"] for bucket, values in m["buckets"].items()}
                               for name, m in report["methods"].items()}}

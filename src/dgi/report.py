@@ -475,32 +475,28 @@ def _rules(doc: Doc, bench: Bench) -> None:
              "paper's generative rule (beam order); fused adds the dense cosine to the beam score; rerank "
              "re-scores the items of a wider beam by the dense cosine; dense = the dense path, which scores "
              "every item without the index. The main table uses the rule each seed chose on validation.")
-
-    def mean(model: ModelResult, method: str, pick) -> float:
-        return float(np.mean([pick(run, method) for run in model.runs]))
-
-    def overall(run: SeedRun, method: str, metric: str) -> float:
-        return run.rules[method][metric]
-
     headers = ["Model", "chosen"] + [f"{label} {metric}" for _, label in RULE_COLUMNS for metric in ("H@10", "N@10")]
-    columns = [[mean(m, method, lambda r, me, k=key: overall(r, me, k)) for m in models]
+    columns = [[float(np.mean([run.rules[method][key] for run in m.runs])) for m in models]
                for method, _ in RULE_COLUMNS for key in ("hit@10", "ndcg@10")]
-    best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
-    rows = [[Cell(m.name), Cell(_rules_text(m).removeprefix(" · "))]
-            + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(columns))] for i, m in enumerate(models)]
+    rows = _rows_with_best([[Cell(m.name), Cell(_rules_text(m).removeprefix(" · "))] for m in models], columns)
     doc.table(Table(headers, rows, [False, False] + [True] * len(columns),
                     "Every ranking rule, test split, mean over seeds. Bold: best per column."))
     tails = [name for name in ("B3", "B4") if any(e["name"] == name for e in bench.bucket_edges)]
     tailed = [m for m in models if all(run.rule_buckets for run in m.runs)]
     if tails and tailed:
         headers = ["Model"] + [f"{label} {tail}" for _, label in RULE_COLUMNS for tail in tails]
-        columns = [[mean(m, method, lambda r, me, t=tail: r.rule_buckets[me][t]) for m in tailed]
+        columns = [[float(np.mean([run.rule_buckets[method][tail] for run in m.runs])) for m in tailed]
                    for method, _ in RULE_COLUMNS for tail in tails]
-        best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
-        rows = [[Cell(m.name)] + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(columns))]
-                for i, m in enumerate(tailed)]
+        rows = _rows_with_best([[Cell(m.name)] for m in tailed], columns)
         doc.table(Table(headers, rows, [False] + [True] * len(columns),
                         "HitRate@10 on the tail buckets under every ranking rule, mean over seeds."))
+
+
+def _rows_with_best(leading: list[list[Cell]], columns: list[list[float]]) -> list[list[Cell]]:
+    """Each row's leading cells, then one 4-digit cell per column with the column's best in bold."""
+    best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
+    return [cells + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(columns))]
+            for i, cells in enumerate(leading)]
 
 
 def _buckets(doc: Doc, bench: Bench) -> None:
@@ -524,9 +520,7 @@ def _buckets(doc: Doc, bench: Bench) -> None:
     doc.figure(FigureBlock(2, FIGURE_NAMES["buckets"], "HitRate@10 per popularity bucket (mean over seeds).", png))
     headers = ["Model"] + [f"{e['name']} ({_items(e['n_items'])})" for e in bench.bucket_edges]
     columns = [[m.buckets_mean[name][BUCKET_METRIC] for m in bench.models] for name in names]
-    best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
-    rows = [[Cell(m.name)] + [Cell(f"{columns[c][i]:.4f}", best[c][i]) for c in range(len(names))]
-            for i, m in enumerate(bench.models)]
+    rows = _rows_with_best([[Cell(m.name)] for m in bench.models], columns)
     doc.table(Table(headers, rows, [False] + [True] * len(names), "HitRate@10 per bucket, mean over seeds."))
 
 
