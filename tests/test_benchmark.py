@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_results_cover_every_model_seed_metric_and_bucket(bench_dir):
     assert dot["geometry"] == "dot" and dgi["geometry"] == "cosine" and dot["family"] == "dense"
     assert dgi["mean"]["hit@10"] > models["popularity"]["mean"]["hit@10"]
     assert dot["mean"]["hit@10"] > models["popularity"]["mean"]["hit@10"]
-    assert results["git_commit"] and results["command"].startswith("dgi benchmark")
+    assert results["git_commit"] and results["command"].startswith("dgi benchmark") and results["pending"] == []
 
 
 def test_generative_rule_is_chosen_on_validation_per_seed(bench_dir):
@@ -122,3 +123,22 @@ def test_bad_bench_configs_are_clear_errors(tmp_path):
     path.write_text(yaml.safe_dump({"name": "x", "models": [{"name": "a", "kind": "popularity"}]}))
     with pytest.raises(ConfigError, match="no dataset"):
         load_bench_config(path)
+
+
+def test_report_only_reports_finished_runs_and_lists_pending_ones(bench_file, bench_dir, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(bench_dir, partial)
+    (partial / "models" / "dgi" / "seed-1" / "result.json").unlink()
+    shutil.rmtree(partial / "models" / "popularity")
+    before = {path: path.stat().st_mtime_ns for path in partial.glob("models/*/seed-*/result.json")}
+    result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(partial),
+                                      "--report-only", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert {path: path.stat().st_mtime_ns for path in partial.glob("models/*/seed-*/result.json")} == before
+    results = json.loads((partial / "results.json").read_text())
+    assert [(model["name"], model["seeds"]) for model in results["models"]] == [("DGI", [0]), ("dual encoder (dot)", [0, 1])]
+    assert results["pending"] == [{"model": "DGI", "seed": 1}, {"model": "popularity", "seed": 0}]
+    assert "Incomplete benchmark: 2 (model, seed) runs not finished yet" in (partial / "report.md").read_text()
+    empty = tmp_path / "empty"
+    result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(empty), "--report-only"])
+    assert result.exit_code == 1 and "no finished (model, seed) result" in result.output

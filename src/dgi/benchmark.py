@@ -115,15 +115,21 @@ def load_bench_config(path: Path, data: Path | None = None, seeds: list[int] | N
     return config
 
 
-def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command: str | None = None) -> dict:
-    """Run every (model, seed) not finished yet, then write results.json and the report."""
+def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command: str | None = None,
+                  report_only: bool = False) -> dict:
+    """Run every (model, seed) not finished yet, then write results.json and the report.
+
+    `report_only` trains nothing: it reports the finished (model, seed) results and lists the rest as
+    pending, so a benchmark that takes days can be looked at (and committed) while it runs.
+    """
     started = time.perf_counter()
     out = Path(out)
-    write_text(out / "bench.yaml", yaml.safe_dump(json.loads(bench.model_dump_json()), sort_keys=False))
+    if not report_only:
+        write_text(out / "bench.yaml", yaml.safe_dump(json.loads(bench.model_dump_json()), sort_keys=False))
     if bench.threads:
         torch.set_num_threads(bench.threads)
     corpus = pipeline.prepare_corpus(dgi_config(bench, bench.models[0], bench.seeds[0]))
-    jobs = [(spec, seed) for spec in bench.models for seed in seeds_of(bench, spec)]
+    jobs = [] if report_only else [(spec, seed) for spec in bench.models for seed in seeds_of(bench, spec)]
     bar = tqdm(jobs, desc="benchmark", unit="model-seed", disable=not progress)
     for spec, seed in bar:
         bar.set_postfix_str(f"{spec.name} seed {seed}")
@@ -131,6 +137,8 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
         if not (seed_dir / "result.json").exists():
             write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress))
     results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
+    if not results["models"]:
+        raise FileNotFoundError(f"{out}: no finished (model, seed) result to report yet")
     write_json(out / "results.json", results)
     from dgi.report import write_report
 
@@ -239,15 +247,22 @@ def skewness(values: np.ndarray) -> float:
 
 
 def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: float, command: str) -> dict:
+    """Aggregate the finished (model, seed) results; the missing ones are listed under "pending"."""
     dataset = corpus.dataset
-    models = []
+    models, pending = [], []
     for spec in bench.models:
         per_seed = []
         for seed in seeds_of(bench, spec):
-            result = json.loads((out / "models" / spec.slug / f"seed-{seed}" / "result.json").read_text())
+            path = out / "models" / spec.slug / f"seed-{seed}" / "result.json"
+            if not path.exists():
+                pending.append({"model": spec.name, "seed": seed})
+                continue
+            result = json.loads(path.read_text())
             result["files"] = {name: (f"models/{spec.slug}/seed-{seed}/{path}" if path else None)
                                for name, path in result["files"].items()}
             per_seed.append(result)
+        if not per_seed:
+            continue
         models.append({"name": spec.name, "slug": spec.slug, "kind": spec.kind, "family": FAMILY[spec.kind],
                        "geometry": _geometry(bench, spec), "seeds": [r["seed"] for r in per_seed],
                        "per_seed": per_seed, **_aggregate(per_seed)})
@@ -258,7 +273,7 @@ def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: 
             "bucket_edges": popularity_buckets(corpus.popularity).edges,
             "command": command,
             "git_commit": git_commit(), "machine": machine(bench.device), "wall_seconds": wall_seconds,
-            "models": models}
+            "models": models, "pending": pending}
 
 
 def _aggregate(per_seed: list[dict]) -> dict:

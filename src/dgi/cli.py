@@ -171,6 +171,7 @@ def benchmark(
     seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (overrides the config's)")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu | cuda | auto (overrides the config's)")] = None,
     models: Annotated[Optional[str], typer.Option(help="comma-separated model names or slugs (default: all)")] = None,
+    report_only: Annotated[bool, typer.Option(help="train nothing: report the finished runs, list the rest")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Every model of the config, same splits and budgets, N seeds -> results.json, report.md/html, figures."""
@@ -185,10 +186,18 @@ def benchmark(
         raise typer.Exit(1) from None
     given = {"--data": data, "--seeds": seeds, "--device": device, "--models": models}
     command = " ".join([f"dgi benchmark --config {config} --out {out}",
-                        *(f"{flag} {value}" for flag, value in given.items() if value is not None)])
-    results = run_benchmark(bench, out, progress=not quiet, command=command)
+                        *(f"{flag} {value}" for flag, value in given.items() if value is not None),
+                        *(["--report-only"] if report_only else [])])
+    try:
+        results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     rows = {model["name"]: model["mean"] for model in results["models"]}
-    console.print(metrics_table(f"{bench.name} — {bench.split} (mean over seeds {bench.seeds})", rows))
+    over = "the finished seeds" if results["pending"] else f"seeds {bench.seeds}"
+    console.print(metrics_table(f"{bench.name} — {bench.split} (mean over {over})", rows))
+    if results["pending"]:
+        console.print(f"{len(results['pending'])} (model, seed) runs not finished yet (listed in the report)")
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'}")
 
 

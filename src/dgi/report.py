@@ -85,6 +85,7 @@ class Bench:
     machine: dict
     wall_seconds: float
     models: list[ModelResult]
+    pending: list[dict] = field(default_factory=list)  # (model, seed) runs not finished yet
 
     @property
     def table_metrics(self) -> list[tuple[str, str]]:
@@ -174,6 +175,7 @@ def load_results(bench_dir: Path) -> Bench:
         path=bench_dir, dataset=dataset, split=get(raw, "split", "", "string"), ks=list(ks), bucket_edges=edges,
         command=get(raw, "command", "", "string"), git_commit=get(raw, "git_commit", "", "string"),
         machine=machine, wall_seconds=get(raw, "wall_seconds", "", "number"), models=[],
+        pending=get(raw, "pending", "", "list", optional=True) or [],
     )
     bucket_names = [edge["name"] for edge in edges]
     required = [key for key, _ in bench.table_metrics]
@@ -398,6 +400,10 @@ def _header(doc: Doc, bench: Bench) -> None:
         ("Machine", f"{m['platform']}; {m['cpus']} CPUs; device {m['device']}", False),
         ("Wall time", fmt_duration(bench.wall_seconds), False),
     ])
+    if bench.pending:
+        runs = ", ".join(f"{run.get('model')} seed {run.get('seed')}" for run in bench.pending)
+        doc.note(f"Incomplete benchmark: {len(bench.pending)} (model, seed) runs not finished yet ({runs}). "
+                 "Means cover the finished seeds only; rerun the command without --report-only to finish.")
 
 
 def _main_table(doc: Doc, bench: Bench) -> None:
