@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dgi.metrics import popularity_buckets
-from dgi.report import fmt_metric, png_size, write_report
+from dgi.report import fmt_metric, load_results, png_size, write_report
 
 KS = [1, 5, 10, 20]
 TABLE_KEYS = {**{f"H@{k}": f"hit@{k}" for k in KS}, **{f"N@{k}": f"ndcg@{k}" for k in KS if k > 1}, "MRR": "mrr"}
@@ -382,3 +382,18 @@ def test_writes_are_atomic(written, fresh_bench, monkeypatch):
     monkeypatch.setattr(os, "replace", real_replace)
     assert (fresh_bench / "report.md").read_text() == "OLD REPORT"
     assert _leftovers(fresh_bench) == []
+
+
+COMMITTED = sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("bench-*/results.json"))
+
+
+@pytest.mark.parametrize("results_file", COMMITTED, ids=[path.parent.name for path in COMMITTED])
+def test_committed_benchmark_results_follow_the_contract(results_file):
+    """Every committed benchmark directory loads, and every per-seed file it names is committed too."""
+    bench = load_results(results_file.parent)
+    assert bench.models
+    for model in bench.models:
+        assert len(model.runs) == len(model.seeds)
+        for run in model.runs:
+            for name in (run.hubness_file, run.grad_norms_file):
+                assert name is None or (bench.path / name).is_file(), name
