@@ -133,7 +133,7 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
     bar = tqdm(jobs, desc="benchmark", unit="model-seed", disable=not progress)
     for spec, seed in bar:
         bar.set_postfix_str(f"{spec.name} seed {seed}")
-        seed_dir = out / "models" / spec.slug / f"seed-{seed}"
+        seed_dir = seed_directory(out, spec, seed)
         if not (seed_dir / "result.json").exists():
             write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress))
     results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
@@ -144,6 +144,10 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
 
     write_report(out, html=True)
     return results
+
+
+def seed_directory(out: Path, spec: ModelSpec, seed: int) -> Path:
+    return out / "models" / spec.slug / f"seed-{seed}"
 
 
 def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:
@@ -253,11 +257,11 @@ def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: 
     for spec in bench.models:
         per_seed = []
         for seed in seeds_of(bench, spec):
-            path = out / "models" / spec.slug / f"seed-{seed}" / "result.json"
-            if not path.exists():
+            result_file = seed_directory(out, spec, seed) / "result.json"
+            if not result_file.exists():
                 pending.append({"model": spec.name, "seed": seed})
                 continue
-            result = json.loads(path.read_text())
+            result = json.loads(result_file.read_text())
             result["files"] = {name: (f"models/{spec.slug}/seed-{seed}/{path}" if path else None)
                                for name, path in result["files"].items()}
             per_seed.append(result)
