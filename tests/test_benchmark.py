@@ -11,10 +11,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from dgi import pipeline
 from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, skewness
 from dgi.cli import app
 from dgi.config import ConfigError, dump_config
+from dgi.tail_probe import probe_tail
 from dgi.report import FIGURE_NAMES
+from dgi.run import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,19 @@ def test_report_only_reports_finished_runs_and_lists_pending_ones(bench_file, be
     empty = tmp_path / "empty"
     result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(empty), "--report-only"])
     assert result.exit_code == 1 and "no finished (model, seed) result" in result.output
+
+
+def test_probe_tail_agrees_with_the_benchmark_ranking(bench_dir):
+    results = json.loads((bench_dir / "results.json").read_text())
+    dot = next(model for model in results["models"] if model["name"] == "dual encoder (dot)")["per_seed"][0]
+    run = RunDirectory(bench_dir / "models" / "dual-encoder-dot" / "seed-0" / "run")
+    corpus = pipeline.prepare_corpus(run.config())
+    probe = probe_tail(pipeline.load_trained(run, corpus), corpus, "test", temperature=None)
+    for bucket, values in probe["buckets"].items():  # the dense path ranks as the benchmark did
+        if values["targets"]:
+            assert values["hit@10"] == pytest.approx(dot["buckets"][bucket]["hit@10"]), bucket
+    assert sum(values["targets"] for values in probe["buckets"].values()) == len(corpus.splits["test"].targets)
+    norms = np.load(bench_dir / dot["files"]["hubness"])["item_norms"]
+    assert probe["item_norm_median"] == pytest.approx(float(np.median(norms)), rel=1e-5)
+    assert probe["training_logit_scale"] == pytest.approx(probe["context_norm_median"] * probe["item_norm_median"])
+    assert 0 < probe["per_user_cosine_std_median"] < 1

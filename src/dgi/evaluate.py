@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from dgi.corpus import EncodedCorpus
 from dgi.data import ExampleArrays
@@ -23,20 +24,30 @@ def relevance(arrays: ExampleArrays, limit: int | None = None) -> Qrels | np.nda
     return (arrays.targets if arrays.qrels is None else arrays.qrels)[:limit]
 
 
-def rank_split(retriever: Retriever, corpus: EncodedCorpus, split: str, method: str, k: int,
-               limit: int | None = None, rule: str | None = None, beam_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Ranked item indices [n, k] (-1 padded) and their scores for the first `limit` examples of `split`."""
+def split_size(corpus: EncodedCorpus, split: str, limit: int | None = None) -> int:
+    """How many examples of `split` an evaluation covers: all, or the first `limit`."""
+    n = len(corpus.splits[split].targets)
+    return n if limit is None else min(limit, n)
+
+
+def batches(corpus: EncodedCorpus, split: str, n: int, batch_size: int) -> Iterator[tuple[slice, Tensor, Tensor | None, Tensor]]:
+    """(rows, history, query embeddings or None, has_query) for the first `n` examples of `split`."""
     arrays = corpus.splits[split]
-    n = len(arrays.targets) if limit is None else min(limit, len(arrays.targets))
-    batch_size = retriever.search_config.batch_size
-    ranked = np.full((n, k), -1, dtype=np.int64)
-    scores = np.full((n, k), -np.inf, dtype=np.float64)
     for start in range(0, n, batch_size):
         rows = slice(start, min(start + batch_size, n))
-        history = torch.from_numpy(arrays.history[rows]).long()
         query_ids = torch.from_numpy(arrays.query_ids[rows]).long()
         has_query = query_ids >= 0
         queries = corpus.query_embeddings[query_ids.clamp(min=0)] if has_query.any() else None
+        yield rows, torch.from_numpy(arrays.history[rows]).long(), queries, has_query
+
+
+def rank_split(retriever: Retriever, corpus: EncodedCorpus, split: str, method: str, k: int,
+               limit: int | None = None, rule: str | None = None, beam_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Ranked item indices [n, k] (-1 padded) and their scores for the first `limit` examples of `split`."""
+    n = split_size(corpus, split, limit)
+    ranked = np.full((n, k), -1, dtype=np.int64)
+    scores = np.full((n, k), -np.inf, dtype=np.float64)
+    for rows, history, queries, has_query in batches(corpus, split, n, retriever.search_config.batch_size):
         if method == "generative":
             ranking = retriever.generate(history, queries, has_query, k, rule, beam_size)
             items, item_scores = ranking.items, ranking.scores
@@ -73,14 +84,10 @@ def choose_rule(retriever: Retriever, corpus: EncodedCorpus, metric: str, limit:
 
 def invalid_sid_rate(retriever: Retriever, corpus: EncodedCorpus, split: str, limit: int | None = None) -> float:
     """Share of unconstrained beams that name no existing item: what constraints save the model from."""
-    arrays = corpus.splits[split]
-    n = len(arrays.targets) if limit is None else min(limit, len(arrays.targets))
     invalid = total = 0
-    for start in range(0, n, retriever.search_config.batch_size):
-        rows = slice(start, min(start + retriever.search_config.batch_size, n))
-        query_ids = torch.from_numpy(arrays.query_ids[rows]).long()
-        queries = corpus.query_embeddings[query_ids.clamp(min=0)] if (query_ids >= 0).any() else None
-        context = retriever.context(torch.from_numpy(arrays.history[rows]).long(), queries, query_ids >= 0)
+    for _, history, queries, has_query in batches(corpus, split, split_size(corpus, split, limit),
+                                                  retriever.search_config.batch_size):
+        context = retriever.context(history, queries, has_query)
         beams = retriever.beams(context, retriever.search_config.beam_size, constrained=False)
         live = beams.codes[..., 0] >= 0
         invalid += int((~retriever.index.is_valid(beams.codes.clamp(min=0)) & live).sum())
