@@ -147,6 +147,25 @@ def test_report_only_reports_finished_runs_and_lists_pending_ones(bench_file, be
     assert result.exit_code == 1 and "no finished (model, seed) result" in result.output
 
 
+def test_a_result_of_another_recipe_is_an_error_not_reused(bench_file, bench_dir, tmp_path):
+    changed = tmp_path / "bench.yaml"
+    bench = yaml.safe_load(bench_file.read_text())
+    bench["base"] = [str(bench_file.parent / name) for name in bench["base"]]
+    bench["models"][2]["params"] = {"unused": 1}  # popularity now asks for other constructor arguments
+    changed.write_text(yaml.safe_dump(bench))
+    copy = tmp_path / "out"
+    shutil.copytree(bench_dir, copy)
+    for flags in ([], ["--report-only"]):
+        result = CliRunner().invoke(app, ["benchmark", "--config", str(changed), "--out", str(copy), "--quiet", *flags])
+        assert result.exit_code == 1
+        assert "models/popularity/seed-0/result.json: computed as" in result.output
+        assert "delete" in result.output and "'params': {'unused': 1}" in result.output
+    results = json.loads((bench_dir / "results.json").read_text())
+    assert {model["name"]: model["spec"]["kind"] for model in results["models"]} == {
+        "DGI": "dgi", "dual encoder (dot)": "dual_encoder", "popularity": "popularity"}
+    assert all(run["spec"] == model["spec"] for model in results["models"] for run in model["per_seed"])
+
+
 def test_probe_tail_agrees_with_the_benchmark_ranking(bench_dir):
     results = json.loads((bench_dir / "results.json").read_text())
     dot = next(model for model in results["models"] if model["name"] == "dual encoder (dot)")["per_seed"][0]

@@ -61,6 +61,11 @@ class ModelSpec(BaseModel):
     def slug(self) -> str:
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
+    @property
+    def recipe(self) -> dict:
+        """What a result was computed with: a finished result is reused only while this stays the same."""
+        return {"kind": self.kind, "overrides": self.overrides, "params": self.params}
+
 
 class BenchConfig(BaseModel):
     """What to compare: the dataset, the DGI base config every DGI-family model starts from, the seeds."""
@@ -134,7 +139,7 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
     for spec, seed in bar:
         bar.set_postfix_str(f"{spec.name} seed {seed}")
         seed_dir = seed_directory(out, spec, seed)
-        if not (seed_dir / "result.json").exists():
+        if finished_result(spec, seed_dir) is None:
             write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress))
     results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
     if not results["models"]:
@@ -148,6 +153,22 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
 
 def seed_directory(out: Path, spec: ModelSpec, seed: int) -> Path:
     return out / "models" / spec.slug / f"seed-{seed}"
+
+
+def finished_result(spec: ModelSpec, seed_dir: Path) -> dict | None:
+    """The saved result of this (model, seed), None if it has not finished.
+
+    A result computed with another recipe (kind, overrides, params) than the config's is an error,
+    not silently reused: the config changed since, and only deleting the directory reruns it.
+    """
+    result_file = seed_dir / "result.json"
+    if not result_file.exists():
+        return None
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    if result.get("spec") != spec.recipe:
+        raise ConfigError(f"{result_file}: computed as {result.get('spec')}, but the config now asks for "
+                          f"{spec.recipe}; delete {seed_dir} to rerun it")
+    return result
 
 
 def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:
@@ -193,7 +214,7 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
         hubness["item_norms"] = np.asarray(item_norms, dtype=np.float32)
     save_npz(seed_dir / "hubness.npz", hubness)
     files = {"hubness": "hubness.npz", "grad_norms": "grad_norms.npz" if (seed_dir / "grad_norms.npz").exists() else None}
-    return {"seed": seed, "overall": mean_metrics(per_query),
+    return {"seed": seed, "spec": spec.recipe, "overall": mean_metrics(per_query),
             "buckets": bucketed_metrics(per_query, arrays.targets, popularity_buckets(corpus.popularity)),
             "train_seconds": train_seconds, "query_ms": 1000 * query_seconds / max(len(ranked), 1),
             "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
@@ -257,17 +278,17 @@ def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: 
     for spec in bench.models:
         per_seed = []
         for seed in seeds_of(bench, spec):
-            result_file = seed_directory(out, spec, seed) / "result.json"
-            if not result_file.exists():
+            result = finished_result(spec, seed_directory(out, spec, seed))
+            if result is None:
                 pending.append({"model": spec.name, "seed": seed})
                 continue
-            result = json.loads(result_file.read_text())
             result["files"] = {name: (f"models/{spec.slug}/seed-{seed}/{path}" if path else None)
                                for name, path in result["files"].items()}
             per_seed.append(result)
         if not per_seed:
             continue
-        models.append({"name": spec.name, "slug": spec.slug, "kind": spec.kind, "family": FAMILY[spec.kind],
+        models.append({"name": spec.name, "slug": spec.slug, "kind": spec.kind, "spec": spec.recipe,
+                       "family": FAMILY[spec.kind],
                        "geometry": _geometry(bench, spec), "seeds": [r["seed"] for r in per_seed],
                        "per_seed": per_seed, **_aggregate(per_seed)})
     return {"dataset": {"name": dataset.name, "path": str(bench.data), "items": len(dataset.items),

@@ -190,7 +190,7 @@ def benchmark(
                         *(["--report-only"] if report_only else [])])
     try:
         results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:  # nothing finished yet / a result of another recipe
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     rows = {model["name"]: model["mean"] for model in results["models"]}
