@@ -129,8 +129,9 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
     """
     started = time.perf_counter()
     out = Path(out)
+    recorded_config = yaml.safe_dump(json.loads(bench.model_dump_json()), sort_keys=False)
     if not report_only:
-        write_text(out / "bench.yaml", yaml.safe_dump(json.loads(bench.model_dump_json()), sort_keys=False))
+        write_text(out / "bench.yaml", recorded_config)
     if bench.threads:
         torch.set_num_threads(bench.threads)
     corpus = pipeline.prepare_corpus(dgi_config(bench, bench.models[0], bench.seeds[0]))
@@ -144,6 +145,7 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
     results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
     if not results["models"]:
         raise FileNotFoundError(f"{out}: no finished (model, seed) result to report yet")
+    write_text(out / "bench.yaml", recorded_config)  # what the report describes, also after --report-only
     write_json(out / "results.json", results)
     from dgi.report import write_report
 
