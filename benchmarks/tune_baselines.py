@@ -26,12 +26,15 @@ from dgi.evaluate import relevance
 from dgi.io import write_json
 from dgi.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
 
+EXCLUDE = (False, True)  # whether the history's own items may be recommended again
 GRIDS: dict[str, list[dict]] = {
-    "bm25": [{"k1": k1, "b": b, "history_items": history}
-             for k1, b, history in itertools.product((0.6, 1.2, 1.5, 2.0), (0.3, 0.75, 1.0), (0, 1, 3, 10, 20))],
+    "bm25": [{"k1": k1, "b": b, "history_items": history, "exclude_history": exclude}
+             for k1, b, history, exclude in itertools.product((0.6, 1.2, 1.5, 2.0), (0.3, 0.75, 1.0),
+                                                              (0, 1, 3, 10, 20), EXCLUDE)],
     "content": [{"mode": mode, "exclude_history": exclude}
-                for mode, exclude in itertools.product(("auto", "last_item", "query", "mean"), (False, True))],
-    "dense_zero_shot": [{"history_items": history} for history in (0, 1, 3, 10)],
+                for mode, exclude in itertools.product(("auto", "last_item", "query", "mean"), EXCLUDE)],
+    "dense_zero_shot": [{"history_items": history, "exclude_history": exclude}
+                        for history, exclude in itertools.product((0, 1, 3, 10), EXCLUDE)],
 }
 
 

@@ -60,7 +60,9 @@ BASELINES: dict[str, Callable] = {
     "content": lambda encoder: ContentBaseline(),
     "content-exclude-history": lambda encoder: ContentBaseline(exclude_history=True),
     "bm25": lambda encoder: BM25Baseline(),
+    "bm25-exclude-history": lambda encoder: BM25Baseline(exclude_history=True),
     "dense": lambda encoder: DenseZeroShotBaseline(encoder, history_items=1),  # short texts keep the CPU encoder fast
+    "dense-exclude-history": lambda encoder: DenseZeroShotBaseline(encoder, history_items=1, exclude_history=True),
 }
 
 
@@ -88,6 +90,13 @@ def assert_matches_brute_force(ranked: np.ndarray, scores: np.ndarray, reference
     np.testing.assert_allclose(reference[rows, ranked], scores, atol=1e-5)
     near_tie = np.isclose(reference[rows, ranked], reference[rows, expected], atol=1e-5)
     assert ((ranked == expected) | near_tie).all()
+
+
+def drop_history(reference: np.ndarray, history: np.ndarray) -> None:
+    """Score every (row, history item) pair of a brute-force reference -inf, in place."""
+    rows = np.repeat(np.arange(len(reference)), history.shape[1])
+    seen = history.ravel() >= 0
+    reference[rows[seen], history.ravel()[seen]] = -np.inf
 
 
 def test_rankings_are_valid_for_any_k_and_limit(fitted, tiny_corpus):
@@ -163,9 +172,7 @@ def test_content_equals_brute_force(tiny_corpus, exclude_history):
     keep = (arrays.query_ids >= 0) | (arrays.history[:, -1] >= 0)
     reference = context.astype(np.float64) @ items.T.astype(np.float64)
     if exclude_history:
-        rows = np.repeat(np.arange(len(reference)), arrays.history.shape[1])
-        seen = arrays.history.ravel() >= 0
-        reference[rows[seen], arrays.history.ravel()[seen]] = -np.inf
+        drop_history(reference, arrays.history)
     ranked, scores = ContentBaseline(exclude_history=exclude_history).fit(tiny_corpus).rank(tiny_corpus, "test", 25)
     assert_matches_brute_force(ranked[keep], scores[keep], reference[keep])
 
@@ -183,6 +190,9 @@ def test_bm25_uses_history_titles_without_a_query(shop):
     assert list(ranked[1, :3]) == [2, 3, -1]  # the coffee in the history, then the other dark roast coffee
     without_history, _ = BM25Baseline(history_items=0).fit(shop).rank(shop, "test", 20)
     assert (without_history[1] == -1).all()
+    excluded, _ = BM25Baseline(exclude_history=True).fit(shop).rank(shop, "test", 20)
+    assert list(excluded[1, :2]) == [3, -1]  # the history's own coffee is dropped
+    np.testing.assert_array_equal(excluded[[0, 3]], ranked[[0, 3]])  # rows without history are unchanged
 
 
 def test_context_texts_put_the_query_first_then_newest_titles(shop):
@@ -201,13 +211,17 @@ def test_dense_finds_the_obvious_item(shop, encoder):
     np.testing.assert_array_equal(ranked[2], SHOP_POPULARITY_ORDER)
 
 
-def test_dense_equals_brute_force(tiny_corpus, encoder):
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_dense_equals_brute_force(tiny_corpus, encoder, exclude_history):
     texts = context_texts(tiny_corpus, "test", 1)
     keep = np.array([bool(text) for text in texts])
     reference = np.zeros((len(texts), len(tiny_corpus.item_ids)))
     reference[keep] = encoder.encode([t for t in texts if t]).astype(np.float64) @ \
         tiny_corpus.item_embeddings.numpy().T.astype(np.float64)
-    ranked, scores = DenseZeroShotBaseline(encoder, history_items=1).fit(tiny_corpus).rank(tiny_corpus, "test", 25)
+    if exclude_history:
+        drop_history(reference, tiny_corpus.splits["test"].history)
+    ranked, scores = DenseZeroShotBaseline(encoder, history_items=1, exclude_history=exclude_history) \
+        .fit(tiny_corpus).rank(tiny_corpus, "test", 25)
     assert_matches_brute_force(ranked[keep], scores[keep], reference[keep])
 
 

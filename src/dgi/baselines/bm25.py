@@ -37,15 +37,16 @@ class BM25Baseline:
     """Lexical retrieval with bm25s (English stopwords, no stemming): the classic text-match floor.
 
     Only items sharing at least one word with the context are returned, so rows may end in -1
-    (examples with neither query nor history get an all -1 row).
+    (examples with neither query nor history get an all -1 row). `exclude_history` drops the
+    example's history items, which otherwise match their own titles best.
     """
 
     name = "bm25"
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75, history_items: int = 10) -> None:
+    def __init__(self, k1: float = 1.5, b: float = 0.75, history_items: int = 10, exclude_history: bool = False) -> None:
         if history_items < 0:
             raise ValueError(f"history_items must be >= 0, got {history_items}")
-        self.k1, self.b, self.history_items = k1, b, history_items
+        self.k1, self.b, self.history_items, self.exclude_history = k1, b, history_items, exclude_history
         self.retriever: bm25s.BM25 | None = None
 
     def fit(self, corpus: EncodedCorpus) -> BM25Baseline:
@@ -68,7 +69,10 @@ class BM25Baseline:
         depth = min(k, len(corpus.dataset.items))
         ranked = np.empty((len(texts), depth), dtype=np.int64)
         scores = np.empty((len(texts), depth), dtype=np.float64)
+        history = corpus.splits[split].history
         for row, query in enumerate(queries):
             item_scores = self.retriever.get_scores_from_ids(query).astype(np.float64)
+            if self.exclude_history:
+                item_scores[history[row][history[row] >= 0]] = 0.0  # zero: top_positive never returns it
             ranked[row], scores[row] = top_positive(item_scores, depth)
         return ranked, scores

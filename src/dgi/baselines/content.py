@@ -58,7 +58,8 @@ class ExactKnnBaseline:
     """Shared part of the embedding baselines: an exact index over the item text embeddings and the
     popularity order for examples without any context. Subclasses say how to embed a context."""
 
-    def __init__(self, batch_size: int = 1024) -> None:
+    def __init__(self, exclude_history: bool = False, batch_size: int = 1024) -> None:
+        self.exclude_history = exclude_history
         self.batch_size = batch_size
         self.index: faiss.IndexFlatIP | None = None
 
@@ -71,6 +72,9 @@ class ExactKnnBaseline:
         if self.index is None:
             raise RuntimeError("fit() the baseline first")
         return self.index
+
+    def _excluded(self, corpus: EncodedCorpus, split: str, limit: int | None) -> np.ndarray | None:
+        return corpus.splits[split].history[:limit] if self.exclude_history else None
 
 
 class ContentBaseline(ExactKnnBaseline):
@@ -90,17 +94,16 @@ class ContentBaseline(ExactKnnBaseline):
     def __init__(self, mode: Mode = "auto", exclude_history: bool = False, batch_size: int = 1024) -> None:
         if mode not in ("auto", "last_item", "query", "mean"):
             raise ValueError(f"mode must be 'auto', 'last_item', 'query' or 'mean', got {mode!r}")
-        super().__init__(batch_size)
+        super().__init__(exclude_history, batch_size)
         self.mode = mode
-        self.exclude_history = exclude_history
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         index = self._require_fit()
         arrays = corpus.splits[split]
         history, query_ids = arrays.history[:limit], arrays.query_ids[:limit]
         vectors, has_context = self._contexts(corpus, history, query_ids)
-        exclude = history if self.exclude_history else None
-        return knn_rank(index, vectors, has_context, self.fallback, k, exclude, self.batch_size)
+        return knn_rank(index, vectors, has_context, self.fallback, k, self._excluded(corpus, split, limit),
+                        self.batch_size)
 
     def _contexts(self, corpus: EncodedCorpus, history: np.ndarray,
                   query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,14 +18,16 @@ class DenseZeroShotBaseline(ExactKnnBaseline):
 
     `encoder` must be the corpus's text encoder (same embedding space); by default the cached encoder
     named by the corpus. Examples with neither query nor history fall back to popularity order.
+    `exclude_history` drops the example's history items (an item's own title is its nearest text).
     """
 
     name = "dense-zero-shot"
 
-    def __init__(self, encoder: EmbeddingCache | None = None, history_items: int = 10, batch_size: int = 1024) -> None:
+    def __init__(self, encoder: EmbeddingCache | None = None, history_items: int = 10, exclude_history: bool = False,
+                 batch_size: int = 1024) -> None:
         if history_items < 0:
             raise ValueError(f"history_items must be >= 0, got {history_items}")
-        super().__init__(batch_size)
+        super().__init__(exclude_history, batch_size)
         self.encoder = encoder
         self.history_items = history_items
 
@@ -44,4 +46,5 @@ class DenseZeroShotBaseline(ExactKnnBaseline):
         vectors = np.zeros((len(texts), index.d), dtype=np.float32)
         if has_context.any():
             vectors[has_context] = self.encoder.encode([text for text in texts if text])
-        return knn_rank(index, vectors, has_context, self.fallback, k, batch_size=self.batch_size)
+        return knn_rank(index, vectors, has_context, self.fallback, k, self._excluded(corpus, split, limit),
+                        self.batch_size)
