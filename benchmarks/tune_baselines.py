@@ -4,21 +4,20 @@
         --data data/amazon-beauty-search --out benchmarks/results/tuning-amazon-beauty-search.json
 
 Every setting of a small grid is scored on the first `--limit` validation examples (the subset
-DGI selects its epoch on) with the DGI config's `train.select_metric`; the best setting per model
-is printed as the `params:` to put into the benchmark config. Trained baselines select on
-validation by themselves; these have no training, so without this step they would run on
-library defaults while DGI runs tuned.
+DGI selects its epoch on) with the DGI config's `train.select_metric`; the best setting per kind
+is printed as the `params:` for the benchmark config's tuned rows. Trained baselines select on
+validation by themselves; these have no training, so without this step they would run on library
+defaults while DGI runs tuned.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 from dgi import baselines, pipeline
 from dgi.benchmark import BASELINE_CLASS, dgi_config, git_commit, load_bench_config, machine
@@ -50,24 +49,22 @@ def main() -> None:
     corpus = pipeline.prepare_corpus(config)
     metric, relevant = config.train.select_metric, relevance(corpus.splits["valid"], args.limit)
     results = {}
-    for spec in bench.models:
-        if spec.kind not in GRIDS:
-            continue
+    for kind in dict.fromkeys(spec.kind for spec in bench.models if spec.kind in GRIDS):  # each kind once
         trials = []
-        for params in GRIDS[spec.kind]:
+        for params in GRIDS[kind]:
             started = time.perf_counter()
-            model = getattr(baselines, BASELINE_CLASS[spec.kind])(**params).fit(corpus)
+            model = getattr(baselines, BASELINE_CLASS[kind])(**params).fit(corpus)
             ranked, _ = model.rank(corpus, "valid", max(DEFAULT_KS), args.limit)
             trials.append({"params": params, "metrics": mean_metrics(per_query_metrics(ranked, relevant)),
                            "seconds": time.perf_counter() - started})
-            print(f"{spec.name} {params}: {metric} {trials[-1]['metrics'][metric]:.4f}", flush=True)
-        best = max(trials, key=lambda trial: trial["metrics"][metric])
-        results[spec.name] = {"kind": spec.kind, "best": best["params"], "trials": trials}
+            print(f"{kind} {params}: {metric} {trials[-1]['metrics'][metric]:.4f}", flush=True)
+        results[kind] = {"best": max(trials, key=lambda trial: trial["metrics"][metric])["params"], "trials": trials}
     write_json(args.out, {"command": " ".join(["python", *sys.argv]), "git_commit": git_commit(),
                           "machine": machine("cpu"), "dataset": str(bench.data), "split": "valid",
                           "examples": min(args.limit, len(corpus.splits["valid"].targets)), "metric": metric,
-                          "models": results})
-    print(yaml.safe_dump({name: {"params": result["best"]} for name, result in results.items()}, sort_keys=False))
+                          "kinds": results})
+    for kind, result in results.items():
+        print(f"{kind}: params: {json.dumps(result['best'])}")
 
 
 if __name__ == "__main__":
