@@ -23,10 +23,11 @@ from matplotlib.ticker import PercentFormatter
 DPI = 110
 WIDTH = 10.0  # inches: 1100 px at DPI, about a page's width on screen
 
-PALETTE = (  # tab10, then five dark tab20b tones: a full benchmark (14 models) needs no colour twice
+PALETTE = (  # tab10, five dark tab20b tones, then three more: a full benchmark (16 models) needs no colour twice
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
     "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22",
     "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
+    "#111111", "#d6616b", "#a1d99b",
 )
 
 _RC = {
@@ -147,7 +148,7 @@ def bucket_bars_png(bucket_labels: Sequence[str], series: Sequence[BarSeries], m
         ax.set_ylabel(metric)
         ax.set_xlabel("target item's popularity bucket (B0 = head, B4 = items with 0-1 training interactions)")
         fig.suptitle(title)
-        _figure_legend_below(fig, handles, [s.name for s in series], max_columns=5)
+        _figure_legend_below(fig, handles, [s.name for s in series], max_columns=4)
         return _png(fig)
 
 
@@ -192,7 +193,7 @@ def hubness_png(norms: Sequence[NormSeries], occurrences: Sequence[OccurrenceSer
     with matplotlib.rc_context(_RC):
         panels = int(bool(norms)) + int(bool(occurrences))
         legend_lines = max(len(norms), len(occurrences))
-        fig = _figure(height=4.2 + 0.2 * legend_lines)  # the one-column legends below need room
+        fig = _figure(height=4.2 + 0.24 * legend_lines)  # the one-column legends below need room
         axes = list(fig.subplots(1, max(panels, 1), squeeze=False)[0])
         letters = iter("ab") if panels == 2 else iter(["", ""])
         if norms:
