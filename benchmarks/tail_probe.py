@@ -21,9 +21,9 @@ import torch
 
 from dgi import pipeline
 from dgi.benchmark import git_commit, load_bench_config, machine, seed_directory
-from dgi.tail_probe import probe_tail
 from dgi.io import write_json
 from dgi.run import RunDirectory
+from dgi.tail_probe import probe_tail
 
 
 def main() -> None:
@@ -40,12 +40,12 @@ def main() -> None:
         run = RunDirectory(seed_directory(args.bench, spec, args.seed) / "run")
         if spec.kind not in ("dgi", "dual_encoder") or not run.best_file.exists():
             continue
-        corpus = corpus or pipeline.prepare_corpus(run.config())
         config = run.config()
+        corpus = corpus or pipeline.prepare_corpus(config)
         cosine = config.model.geometry == "cosine"
         models[spec.name] = {"geometry": config.model.geometry,
                              **probe_tail(pipeline.load_trained(run, corpus), corpus, bench.split,
-                                     config.loss.infonce_temperature if cosine else None)}
+                                          config.loss.infonce_temperature if cosine else None)}
         print(spec.name, {key: round(value, 3) for key, value in models[spec.name].items()
                           if isinstance(value, float)})
     if not models:

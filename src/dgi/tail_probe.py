@@ -34,6 +34,7 @@ def probe_tail(retriever: Retriever, corpus: EncodedCorpus, split: str, temperat
     """
     users = context_vectors(retriever, corpus, split)
     items = retriever.item_vectors.cpu()
+    unit_items, unit_users = F.normalize(items, dim=-1), F.normalize(users, dim=-1)
     targets = torch.as_tensor(corpus.splits[split].targets)
     target_ranks, cosine_spread = [], []
     for start in range(0, len(users), USERS_PER_CHUNK):
@@ -41,19 +42,17 @@ def probe_tail(retriever: Retriever, corpus: EncodedCorpus, split: str, temperat
         scores = chunk @ items.T
         target_scores = scores.gather(1, targets[start:start + USERS_PER_CHUNK, None])
         target_ranks.append((scores > target_scores).sum(1))
-        cosine_spread.append((F.normalize(chunk, dim=-1) @ F.normalize(items, dim=-1).T).std(1))
+        cosine_spread.append((unit_users[start:start + USERS_PER_CHUNK] @ unit_items.T).std(1))
     ranks = torch.cat(target_ranks).numpy()
-    mean_direction = F.normalize(F.normalize(users, dim=-1).mean(0), dim=0)
-    alignment = (F.normalize(items, dim=-1) @ mean_direction).numpy()
+    alignment = (unit_items @ F.normalize(unit_users.mean(0), dim=0)).numpy()
     buckets = popularity_buckets(corpus.popularity)
     target_bucket = buckets.bucket_of_item[targets.numpy()]
     per_bucket = {}
     for index, name in enumerate(buckets.names):
-        in_bucket = target_bucket == index
+        in_bucket, members = target_bucket == index, buckets.bucket_of_item == index
         per_bucket[name] = {
-            "items": int((buckets.bucket_of_item == index).sum()),
-            "alignment_with_mean_user": float(alignment[buckets.bucket_of_item == index].mean())
-            if (buckets.bucket_of_item == index).any() else None,
+            "items": int(members.sum()),
+            "alignment_with_mean_user": float(alignment[members].mean()) if members.any() else None,
             "targets": int(in_bucket.sum()),
             "target_median_rank": float(np.median(ranks[in_bucket])) if in_bucket.any() else None,
             "hit@10": float((ranks[in_bucket] < 10).mean()) if in_bucket.any() else None}
