@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from dgi.benchmark import dgi_config, load_bench_config, make_baseline
 from dgi.config import ConfigError, auto_codebook_sizes, dump_config, load_config
 
 
@@ -49,3 +52,21 @@ def test_codebook_sizes_follow_corpus_size():
     assert auto_codebook_sizes(12_101, 3) == [256, 256, 256]
     assert auto_codebook_sizes(5_000, 3) == [128, 128, 128]
     assert auto_codebook_sizes(300, 2) == [16, 16]
+
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.name)
+def test_every_shipped_config_resolves(path, monkeypatch):
+    """A typo in a shipped config (a field, an override, a baseline parameter) fails here, not hours into a run."""
+    monkeypatch.chdir(path.parents[1])  # `base:` paths are written relative to the repository root
+    if not path.name.startswith("bench-"):
+        assert load_config([path]).name
+        return
+    bench = load_bench_config(path)
+    for spec in bench.models:
+        if spec.kind in ("dgi", "dual_encoder"):
+            assert dgi_config(bench, spec, bench.seeds[0]).train.seed == bench.seeds[0]
+        else:
+            assert make_baseline(spec, bench.seeds[0], "cpu", progress=False) is not None

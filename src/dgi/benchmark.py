@@ -197,7 +197,7 @@ def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpu
     if spec.kind in ("dgi", "dual_encoder"):
         ranked, item_norms, train_seconds, query_seconds, extra = _run_dgi(bench, spec, seed, corpus, seed_dir, progress)
     else:
-        model = _baseline(spec, seed, bench.device, progress)
+        model = make_baseline(spec, seed, bench.device, progress)
         fit_started = time.perf_counter()
         model.fit(corpus)
         train_seconds = getattr(model, "train_seconds", time.perf_counter() - fit_started) if spec.kind in TRAINED else None
@@ -259,7 +259,8 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
     return ranked, item_norms, run.state()["train_seconds"], query_seconds, extra
 
 
-def _baseline(spec: ModelSpec, seed: int, device: str, progress: bool):
+def make_baseline(spec: ModelSpec, seed: int, device: str, progress: bool):
+    """The untrained baseline object a spec names, with its params (and a seed and device if it trains)."""
     params = dict(spec.params)
     if spec.kind in ("sasrec", "tiger"):
         params.update(seed=seed, device=device, progress=progress)
