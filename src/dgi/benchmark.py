@@ -260,7 +260,7 @@ def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorp
 
 
 def make_baseline(spec: ModelSpec, seed: int, device: str, progress: bool):
-    """The untrained baseline object a spec names, with its params (and a seed and device if it trains)."""
+    """The (not yet fitted) baseline a spec names, with its params, plus a seed and device if it trains."""
     params = dict(spec.params)
     if spec.kind in ("sasrec", "tiger"):
         params.update(seed=seed, device=device, progress=progress)
