@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dgi import pipeline
-from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, skewness
+from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, select_models, skewness
 from dgi.cli import app
 from dgi.config import ConfigError, dump_config
 from dgi.tail_probe import probe_tail
@@ -126,6 +126,17 @@ def test_bad_bench_configs_are_clear_errors(tmp_path):
     path.write_text(yaml.safe_dump({"name": "x", "models": [{"name": "a", "kind": "popularity"}]}))
     with pytest.raises(ConfigError, match="no dataset"):
         load_bench_config(path)
+
+
+def test_models_are_selected_by_name_or_slug_even_with_commas_in_names():
+    specs = BenchConfig(name="x", data="d", models=[
+        {"name": "DGI", "kind": "dgi"}, {"name": "dual encoder (dot, no sampled negatives)", "kind": "dual_encoder"},
+        {"name": "popularity", "kind": "popularity"}]).models
+    chosen = select_models(specs, "popularity,dual encoder (dot, no sampled negatives)", Path("b.yaml"))
+    assert [spec.kind for spec in chosen] == ["dual_encoder", "popularity"]  # config order
+    assert select_models(specs, " dgi , popularity", Path("b.yaml")) == [specs[0], specs[2]]
+    with pytest.raises(ConfigError, match="b.yaml: no model named 'SASRec'"):
+        select_models(specs, "DGI,SASRec", Path("b.yaml"))
 
 
 def test_report_only_reports_finished_runs_and_lists_pending_ones(bench_file, bench_dir, tmp_path):

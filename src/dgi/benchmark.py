@@ -93,10 +93,10 @@ class BenchConfig(BaseModel):
 
 
 def load_bench_config(path: Path, data: Path | None = None, seeds: list[int] | None = None,
-                      device: str | None = None, models: list[str] | None = None) -> BenchConfig:
+                      device: str | None = None, models: str | None = None) -> BenchConfig:
     """Read a benchmark YAML; relative `base` paths resolve against the current directory or the file's.
 
-    `models` (names or slugs) keeps a subset, e.g. to spread one benchmark over several processes.
+    `models` (comma-separated names or slugs) keeps a subset, e.g. to spread one benchmark over processes.
     """
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -109,11 +109,7 @@ def load_bench_config(path: Path, data: Path | None = None, seeds: list[int] | N
         if value is not None:
             update[key] = value
     if models is not None:
-        wanted = set(models)
-        unknown = wanted - {spec.name for spec in config.models} - {spec.slug for spec in config.models}
-        if unknown:
-            raise ConfigError(f"{path}: no model named {', '.join(sorted(unknown))}")
-        update["models"] = [spec for spec in config.models if spec.name in wanted or spec.slug in wanted]
+        update["models"] = select_models(config.models, models, path)
     config = config.model_copy(update=update)
     if config.data is None:
         raise ConfigError(f"{path}: no dataset: set `data:` or pass --data")
@@ -171,6 +167,25 @@ def finished_result(spec: ModelSpec, seed_dir: Path) -> dict | None:
         raise ConfigError(f"{result_file}: computed as {result.get('spec')}, but the config now asks for "
                           f"{spec.recipe}; delete {seed_dir} to rerun it")
     return result
+
+
+def select_models(specs: list[ModelSpec], selection: str, path: Path) -> list[ModelSpec]:
+    """The specs named in a comma-separated `selection`, in config order.
+
+    Names may contain commas themselves ("dual encoder (dot, no sampled negatives)"): pieces are joined
+    until they spell a name or a slug.
+    """
+    by_key = {key: spec for spec in specs for key in (spec.name, spec.slug)}
+    chosen, pending = set(), ""
+    for piece in selection.split(","):
+        pending = f"{pending},{piece}" if pending else piece
+        if pending.strip() in by_key:
+            chosen.add(by_key[pending.strip()].slug)
+            pending = ""
+    if pending.strip() or not chosen:
+        raise ConfigError(f"{path}: no model named {pending.strip()!r}; "
+                          f"models: {', '.join(spec.slug for spec in specs)}")
+    return [spec for spec in specs if spec.slug in chosen]
 
 
 def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:

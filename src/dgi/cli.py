@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -180,13 +181,13 @@ def benchmark(
 
     try:
         bench = load_bench_config(config, data, [int(s) for s in seeds.split(",")] if seeds else None, device,
-                                  [m.strip() for m in models.split(",")] if models else None)
+                                  models)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     given = {"--data": data, "--seeds": seeds, "--device": device, "--models": models}
     command = " ".join([f"dgi benchmark --config {config} --out {out}",
-                        *(f"{flag} {value}" for flag, value in given.items() if value is not None),
+                        *(f"{flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None),
                         *(["--report-only"] if report_only else [])])
     try:
         results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
