@@ -30,11 +30,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True, help="a benchmark output directory")
     parser.add_argument("--config", type=Path, help="its benchmark config (default: the bench.yaml it recorded)")
+    parser.add_argument("--models", help="comma-separated model names or slugs (default: every finished one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    bench = load_bench_config(args.config or args.bench / "bench.yaml")
+    bench = load_bench_config(args.config or args.bench / "bench.yaml", models=args.models)
     corpus, models = None, {}
     for spec in bench.models:
         run = RunDirectory(seed_directory(args.bench, spec, args.seed) / "run")
