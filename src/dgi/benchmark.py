@@ -179,8 +179,9 @@ def select_models(specs: list[ModelSpec], selection: str, path: Path) -> list[Mo
     chosen, pending = set(), ""
     for piece in selection.split(","):
         pending = f"{pending},{piece}" if pending else piece
-        if pending.strip() in by_key:
-            chosen.add(by_key[pending.strip()].slug)
+        spec = by_key.get(pending.strip())
+        if spec is not None:
+            chosen.add(spec.slug)
             pending = ""
     if pending.strip() or not chosen:
         raise ConfigError(f"{path}: no model named {pending.strip()!r}; "
