@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dgi import pipeline
-from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, select_models, skewness
+from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, seeds_of, select_models, skewness
 from dgi.cli import app
 from dgi.config import ConfigError, dump_config
 from dgi.tail_probe import probe_tail
@@ -126,6 +126,18 @@ def test_bad_bench_configs_are_clear_errors(tmp_path):
     path.write_text(yaml.safe_dump({"name": "x", "models": [{"name": "a", "kind": "popularity"}]}))
     with pytest.raises(ConfigError, match="no dataset"):
         load_bench_config(path)
+
+
+def test_a_model_may_run_fewer_of_the_benchmark_seeds():
+    bench = BenchConfig(name="x", data="d", seeds=[3, 4, 5], models=[
+        {"name": "DGI", "kind": "dgi"}, {"name": "ablation", "kind": "dgi", "seeds": 2},
+        {"name": "popularity", "kind": "popularity"}])
+    assert [seeds_of(bench, spec) for spec in bench.models] == [[3, 4, 5], [3, 4], [3]]
+    assert seeds_of(bench.model_copy(update={"seeds": [7]}), bench.models[1]) == [7]  # --seeds 7
+    with pytest.raises(ValueError, match="popularity model runs once"):
+        BenchConfig(name="x", models=[{"name": "p", "kind": "popularity", "seeds": 2}])
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        BenchConfig(name="x", models=[{"name": "a", "kind": "dgi", "seeds": 0}])
 
 
 def test_models_are_selected_by_name_or_slug_even_with_commas_in_names():

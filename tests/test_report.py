@@ -206,7 +206,8 @@ def test_main_table_marks_best_per_column(written):
     results = json.loads((bench / "results.json").read_text())
     headers, rows = _main_table((bench / "report.md").read_text())
     assert [row[0] for row in rows] == [m["name"] for m in results["models"]]
-    assert headers[:2] == ["Model", "Type"] and headers[-2:] == ["Train time", "Query ms"]
+    assert headers[:3] == ["Model", "Type", "Seeds"] and headers[-2:] == ["Train time", "Query ms"]
+    assert [row[2] for row in rows] == [str(len(m["per_seed"])) for m in results["models"]]
     assert [h for h in headers if h in TABLE_KEYS] == list(TABLE_KEYS)
     for column, header in enumerate(headers):
         if header in TABLE_KEYS:
@@ -231,9 +232,10 @@ def test_main_table_marks_best_per_column(written):
 def test_mean_std_formatting(written, fresh_bench):
     bench, _ = written
     results = json.loads((bench / "results.json").read_text())
-    _, rows = _main_table((bench / "report.md").read_text())
+    headers, rows = _main_table((bench / "report.md").read_text())
+    h10 = headers.index("H@10")
     dgi = results["models"][0]
-    cell, _ = _unbold(rows[0][4])  # H@10
+    cell, _ = _unbold(rows[0][h10])
     assert cell == f"{dgi['mean']['hit@10']:.4f} ± {dgi['std']['hit@10']:.4f}"
     assert re.fullmatch(r"0\.\d{4} ± 0\.\d{4}", cell)
     assert fmt_metric(0.5, 0.01234) == "0.5000 ± 0.0123"
@@ -251,10 +253,11 @@ def test_mean_std_formatting(written, fresh_bench):
     write_report(fresh_bench)
     headers, rows = _main_table((fresh_bench / "report.md").read_text())
     pop = results["models"][2]
-    for column in range(2, 10):
+    assert rows[2][2] == "1"
+    for column in range(3, 11):
         assert "±" not in rows[2][column]
-    assert _unbold(rows[2][4])[0] == f"{pop['mean']['hit@10']:.4f}"
-    assert "±" in rows[0][4]
+    assert _unbold(rows[2][h10])[0] == f"{pop['mean']['hit@10']:.4f}"
+    assert "±" in rows[0][h10]
     mrr = headers.index("MRR")
     assert [_unbold(row[mrr])[1] for row in rows] == [
         round(m["mean"]["mrr"], 4) == round(max(x["mean"]["mrr"] for x in results["models"]), 4)

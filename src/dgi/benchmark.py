@@ -56,6 +56,13 @@ class ModelSpec(BaseModel):
     kind: Kind
     overrides: list[str] = Field(default_factory=list, description="dgi / dual_encoder: config overrides")
     params: dict[str, Any] = Field(default_factory=dict, description="other kinds: constructor arguments")
+    seeds: int | None = Field(None, ge=1, description="trained kinds: run the first N of the benchmark's seeds")
+
+    @model_validator(mode="after")
+    def _seeds_only_for_trained(self) -> ModelSpec:
+        if self.seeds is not None and self.kind not in TRAINED:
+            raise ValueError(f"{self.name}: `seeds` is for trained models; a {self.kind} model runs once")
+        return self
 
     @property
     def slug(self) -> str:
@@ -190,8 +197,8 @@ def select_models(specs: list[ModelSpec], selection: str, path: Path) -> list[Mo
 
 
 def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:
-    """Deterministic baselines need one run; trained models get every seed."""
-    return bench.seeds if spec.kind in TRAINED else bench.seeds[:1]
+    """Deterministic baselines need one run; trained models get every seed, or the first `spec.seeds`."""
+    return bench.seeds[:spec.seeds] if spec.kind in TRAINED else bench.seeds[:1]
 
 
 def dgi_config(bench: BenchConfig, spec: ModelSpec, seed: int) -> Config:

@@ -122,11 +122,11 @@ def _main_table(doc: Doc, bench: Bench) -> None:
     def std(model: ModelResult, key: str) -> float | None:
         return model.std.get(key) if len(model.runs) > 1 else None
 
-    headers = ["Model", "Type"] + [h for _, h in metrics] + ["Train time", "Query ms"]
+    headers = ["Model", "Type", "Seeds"] + [h for _, h in metrics] + ["Train time", "Query ms"]
     rows = []
     for i, model in enumerate(models):
         kind = model.family + (f" · {model.geometry}" if model.geometry else "") + _rules_text(model)
-        cells = [Cell(model.name), Cell(kind)]
+        cells = [Cell(model.name), Cell(kind), Cell(str(len(model.runs)))]
         cells += [_metric_cell(model.mean[key], std(model, key), best[c][i]) for c, (key, _) in enumerate(metrics)]
         cells.append(Cell(fmt_seconds(train[i]), best[-2][i]))
         cells.append(Cell("—" if query[i] is None else f"{query[i]:.2f}", best[-1][i]))
@@ -137,19 +137,19 @@ def _main_table(doc: Doc, bench: Bench) -> None:
                "H = HitRate, N = NDCG. Bold: best per column (highest metric, lowest time). "
                "DGI-family ranking rule (lexicographic / fused / rerank) chosen per seed on validation. "
                "Train time and query latency are means over seeds; query ms is per test context.")
-    doc.table(Table(headers, rows, [False, False] + [True] * (len(headers) - 2), caption))
+    doc.table(Table(headers, rows, [False, False, True] + [True] * (len(headers) - 3), caption))
 
     # Figure 1: the same table as an image, std on a second line so the columns stay narrow.
-    image_headers = ["Model"] + [h for _, h in metrics] + ["Train", "Query ms"]
+    image_headers = ["Model", "Seeds"] + [h for _, h in metrics] + ["Train", "Query ms"]
     image_rows, image_bold = [], []
     for i, model in enumerate(models):
-        row = [model.name]
+        row = [model.name, str(len(model.runs))]
         for key, _ in metrics:
             s = std(model, key)
             row.append(f"{model.mean[key]:.4f}" + ("" if s is None else f"\n± {s:.4f}"))
         row += [rows[i][-2].text, rows[i][-1].text]
         image_rows.append(row)
-        image_bold.append([False] + [best[c][i] for c in range(len(best))])
+        image_bold.append([False, False] + [best[c][i] for c in range(len(best))])
     png = figures.table_png(
         f"{bench.dataset['name']} · {bench.split} split", image_headers, image_rows, image_bold,
         [m.colour for m in models], footnote="Mean ± std over seeds; bold = best per column (lowest for times).")
