@@ -123,7 +123,7 @@ _CSS = """
 :root { color-scheme: light; }
 body { margin: 0; background: #f4f5f7; color: #1d2330;
        font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+main { max-width: 1320px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
 h1 { font-size: 26px; margin: 8px 0 16px; }
 h2 { font-size: 20px; margin: 36px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #e3e6eb; }
 p { margin: 8px 0 12px; max-width: 75em; }
@@ -135,7 +135,7 @@ code { font: 13px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace
 .facts td { padding: 3px 0; }
 .scroll { overflow-x: auto; margin: 10px 0 4px; }
 table.data { border-collapse: collapse; font-size: 14px; font-variant-numeric: tabular-nums; }
-table.data th, table.data td { padding: 5px 8px; border-bottom: 1px solid #e3e6eb; white-space: nowrap; }
+table.data th, table.data td { padding: 5px 7px; border-bottom: 1px solid #e3e6eb; white-space: nowrap; }
 table.data th { background: #eef1f5; text-align: left; font-weight: 600; }
 table.data tbody tr:nth-child(even) { background: #fafbfc; }
 table.data .num { text-align: right; }

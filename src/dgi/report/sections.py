@@ -132,7 +132,9 @@ def _main_table(doc: Doc, bench: Bench) -> None:
         cells.append(Cell("—" if query[i] is None else f"{query[i]:.2f}", best[-1][i]))
         rows.append(cells)
     counts = sorted({len(m.runs) for m in models})
-    seed_text = " or ".join(str(n) for n in counts) + (" seed" if counts == [1] else " seeds")
+    numbers = [str(n) for n in counts]
+    seed_text = (", ".join(numbers[:-1]) + " or " if len(numbers) > 1 else "") + numbers[-1]
+    seed_text += " seed" if counts == [1] else " seeds"
     caption = (f"{bench.split.capitalize()} split, mean ± std over {seed_text} (no ± for a model with one seed). "
                "H = HitRate, N = NDCG. Bold: best per column (highest metric, lowest time). "
                "DGI-family ranking rule (lexicographic / fused / rerank) chosen per seed on validation. "
