@@ -15,6 +15,7 @@ import pytest
 
 from dgi.metrics import popularity_buckets
 from dgi.report import fmt_metric, load_results, png_size, write_report
+from dgi.report.sections import fmt_duration
 
 KS = [1, 5, 10, 20]
 TABLE_KEYS = {**{f"H@{k}": f"hit@{k}" for k in KS}, **{f"N@{k}": f"ndcg@{k}" for k in KS if k > 1}, "MRR": "mrr"}
@@ -199,6 +200,10 @@ def test_writes_every_file_and_valid_pngs(written):
     for text in ("amazon-beauty-search", "semi-synthetic queries", "Split:** test", "dgi bench --config",
                  "0123456789abcdef", "Linux-6.1-x86\\_64", "1 h 30 min 32 s"):
         assert text in markdown
+    results = json.loads((bench / "results.json").read_text())
+    trained = [run["train_seconds"] for m in results["models"] for run in m["per_seed"] if run["train_seconds"]]
+    total = fmt_duration(sum(trained))  # popularity (no training) is left out
+    assert f"{total} summed over {len(trained)} trained (model, seed) runs" in markdown
 
 
 def test_main_table_marks_best_per_column(written):

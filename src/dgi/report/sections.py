@@ -95,13 +95,16 @@ def _header(doc: Doc, bench: Bench) -> None:
     if d.get("note"):
         dataset += f" ({d['note']})"
     m = bench.machine
+    trained = [r.train_seconds for model in bench.models for r in model.runs if r.train_seconds]
+    training, runs = sum(trained), len(trained)
     doc.facts([
         ("Dataset", dataset, False),
         ("Split", bench.split, False),
         ("Command", bench.command, True),
         ("Commit", bench.git_commit, True),
         ("Machine", f"{m['platform']}; {m['cpus']} CPUs; device {m['device']}", False),
-        ("Wall time", fmt_duration(bench.wall_seconds), False),
+        ("Wall time", f"{fmt_duration(bench.wall_seconds)} (this command; finished runs are reused)", False),
+        ("Training time", f"{fmt_duration(training)} summed over {runs} trained (model, seed) runs", False),
     ])
     if bench.pending:
         runs = ", ".join(f"{run.get('model')} seed {run.get('seed')}" for run in bench.pending)
