@@ -79,10 +79,9 @@ def table_png(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]],
     with matplotlib.rc_context(_RC):
         n_rows = len(rows)
         cell_height = 0.42 if any("\n" in cell for row in rows for cell in row) else 0.3
-        first = max([len(headers[0])] + [len(row[0]) for row in rows])
         longest = [max(len(line) for cell in [headers[c], *(row[c] for row in rows)] for line in cell.split("\n"))
-                   for c in range(1, len(headers))]
-        widths = np.array([max(first, 10) * 1.3] + [max(n, 5) + 2.0 for n in longest])  # in characters
+                   for c in range(len(headers))]
+        widths = np.array([max(longest[0], 10) * 1.3] + [max(n, 5) + 2.0 for n in longest[1:]])  # in characters
         fig = _figure(height=0.9 + cell_height * (n_rows + 1) + (0.25 if footnote else 0),
                       width=max(WIDTH, 0.085 * widths.sum()))  # ~0.085 inch per character at 9.5 pt
         ax = fig.add_subplot()

@@ -96,7 +96,6 @@ def _header(doc: Doc, bench: Bench) -> None:
         dataset += f" ({d['note']})"
     m = bench.machine
     trained = [r.train_seconds for model in bench.models for r in model.runs if r.train_seconds]
-    training, runs = sum(trained), len(trained)
     doc.facts([
         ("Dataset", dataset, False),
         ("Split", bench.split, False),
@@ -104,7 +103,8 @@ def _header(doc: Doc, bench: Bench) -> None:
         ("Commit", bench.git_commit, True),
         ("Machine", f"{m['platform']}; {m['cpus']} CPUs; device {m['device']}", False),
         ("Wall time", f"{fmt_duration(bench.wall_seconds)} (this command; finished runs are reused)", False),
-        ("Training time", f"{fmt_duration(training)} summed over {runs} trained (model, seed) runs", False),
+        ("Training time", f"{fmt_duration(sum(trained))} summed over {len(trained)} trained (model, seed) runs",
+         False),
     ])
     if bench.pending:
         runs = ", ".join(f"{run.get('model')} seed {run.get('seed')}" for run in bench.pending)
@@ -142,13 +142,13 @@ def _main_table(doc: Doc, bench: Bench) -> None:
                "H = HitRate, N = NDCG. Bold: best per column (highest metric, lowest time). "
                "DGI-family ranking rule (lexicographic / fused / rerank) chosen per seed on validation. "
                "Train time and query latency are means over seeds; query ms is per test context.")
-    doc.table(Table(headers, rows, [False, False, True] + [True] * (len(headers) - 3), caption))
+    doc.table(Table(headers, rows, [False, False] + [True] * (len(headers) - 2), caption))
 
     # Figure 1: the same table as an image, std on a second line so the columns stay narrow.
     image_headers = ["Model", "Seeds"] + [h for _, h in metrics] + ["Train", "Query ms"]
     image_rows, image_bold = [], []
     for i, model in enumerate(models):
-        row = [model.name, str(len(model.runs))]
+        row = [model.name, rows[i][2].text]
         for key, _ in metrics:
             s = std(model, key)
             row.append(f"{model.mean[key]:.4f}" + ("" if s is None else f"\n± {s:.4f}"))
