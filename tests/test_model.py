@@ -38,7 +38,7 @@ def ntp_gradients(model: DGIModel, items: torch.Tensor) -> dict[str, torch.Tenso
     queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
     model.train()
     model.zero_grad(set_to_none=True)
-    terms = model.losses(random_batch(), items, queries, tau=1.0, generative=True)
+    terms = model.losses(random_batch(), items, queries, tau=1.0, generative=True).terms
     terms["ntp"].backward()
     return {
         "codebooks": model.quantizer.codebooks[0].grad,
@@ -69,7 +69,7 @@ def test_frozen_ntp_reaches_neither_codebooks_nor_item_tower_through_the_codes()
     batch.history[:] = -1
     batch.query_ids[:] = 0
     queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
-    model.losses(batch, items, queries, tau=1.0, generative=True)["ntp"].backward()
+    model.losses(batch, items, queries, tau=1.0, generative=True).terms["ntp"].backward()
     grad = model.item_tower.linear.weight.grad
     assert grad is None or not grad.any()
 
@@ -111,7 +111,7 @@ def test_cosine_gradient_has_no_radial_component():
 def test_every_loss_term_is_finite(gradient):
     model, items = make_model(f"quantizer.gradient={gradient}")
     queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
-    terms = model.losses(random_batch(), items, queries, tau=0.5, generative=True)
+    terms = model.losses(random_batch(), items, queries, tau=0.5, generative=True).terms
     expected = {"infonce", "ntp"} | ({"global", "local", "diversity"} if gradient != "frozen" else set())
     assert set(terms) == expected
     assert all(torch.isfinite(value) for value in terms.values())
@@ -122,7 +122,7 @@ def test_residual_decoder_starts_at_the_quantized_context_vector():
     model, items = make_model("model.decoder_inputs=residual")
     model.eval()
     with torch.no_grad():
-        context = model.encode_context(torch.full((4, 20), -1), torch.randn(4, TEXT_DIM), torch.ones(4, dtype=bool), items)
+        context = model.encode_context(torch.full((4, 20), -1), torch.randn(4, TEXT_DIM), torch.ones(4, dtype=bool), model.catalog_vectors(items))
         codes = model.quantizer.encode(context.vector)
         for level in range(3):
             step = model.step_log_probs(context, codes[:, None, :level])[:, 0]
@@ -133,7 +133,7 @@ def test_step_log_probs_match_teacher_forced_logits():
     model, items = make_model()
     model.eval()
     with torch.no_grad():
-        context = model.encode_context(torch.randint(0, N_ITEMS, (3, 20)), None, torch.zeros(3, dtype=bool), items)
+        context = model.encode_context(torch.randint(0, N_ITEMS, (3, 20)), None, torch.zeros(3, dtype=bool), model.catalog_vectors(items))
         codes = model.quantizer.encode(model.item_vectors(items[:3]))
         forced = model.level_logits(context, model.quantizer.codewords(codes))
         for level in range(3):
@@ -154,3 +154,38 @@ def test_item_id_vectors_start_at_zero_and_skip_items_added_later():
     assert not torch.allclose(with_ids[:N_ITEMS], model.item_vectors(items[:N_ITEMS]))
     assert torch.allclose(with_ids[N_ITEMS:], model.item_vectors(items[N_ITEMS:]))  # unknown to the table
     assert torch.allclose(with_ids.norm(dim=-1), torch.ones(N_ITEMS + 2))
+
+
+def test_batch_item_vectors_match_one_tower_call_per_slot_values_and_gradients():
+    """Each distinct item through the tower once gives the per-slot vectors and the same gradients."""
+    config = load_config([], ["model.width=16", "model.attention_heads=2", "model.item_id_embeddings=true"])
+    model = DGIModel(config, TEXT_DIM, [8, 8, 8], n_items=N_ITEMS)
+    with torch.no_grad():
+        model.item_id_embedding.weight.normal_()
+    items = torch.nn.functional.normalize(torch.randn(N_ITEMS, TEXT_DIM), dim=-1)
+    ids = torch.tensor([[-1, 3, 3, 7], [-1, -1, 7, 0]])
+    targets = torch.tensor([3, 9])
+    table, (history, target_rows) = model.batch_item_vectors(items, ids, targets)
+    assert torch.equal(history == -1, ids == -1) and len(table) == 4  # items 0, 3, 7, 9
+    per_slot = model.item_vectors(items[ids.clamp(min=0)], ids.clamp(min=0)) * (ids >= 0)[..., None]
+    deduplicated = table[history.clamp(min=0)] * (history >= 0)[..., None]
+    assert torch.allclose(deduplicated, per_slot, atol=1e-6)
+    assert torch.allclose(table[target_rows], model.item_vectors(items[targets], targets), atol=1e-6)
+    weight = model.item_tower.linear.weight
+    (grad_slots,) = torch.autograd.grad(per_slot.square().sum(), weight)
+    (grad_table,) = torch.autograd.grad(deduplicated.square().sum(), weight)
+    assert torch.allclose(grad_slots, grad_table, atol=1e-5)
+
+
+def test_context_ignores_history_columns_that_are_padding_in_every_row():
+    model, items = make_model()
+    model.eval()
+    vectors = model.catalog_vectors(items)
+    history = torch.randint(0, N_ITEMS, (5, 20))
+    history[:, :12] = -1
+    history[0, 12:15] = -1  # a shorter row: its own padding stays
+    with torch.no_grad():
+        trimmed = model.encode_context(history, None, torch.zeros(5, dtype=bool), vectors)
+        padded = model.context_encoder(vectors[history.clamp(min=0)] * (history >= 0)[..., None], history >= 0,
+                                       torch.zeros(5, 16), torch.zeros(5, dtype=bool))
+    assert torch.allclose(trimmed.vector, padded.vector, atol=1e-5)

@@ -16,6 +16,7 @@ from dgi.data import Item
 from dgi.metrics import mean_metrics, per_query_metrics
 from dgi.retriever import load_retriever
 from dgi.run import RunDirectory
+from dgi.train import build_model
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,8 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_config,
     original = Trainer._checkpoint
     calls = {"n": 0}
 
-    def interrupt_after_two(self, record, selectable):
-        original(self, record, selectable)
+    def interrupt_after_two(self, record):
+        original(self, record)
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
@@ -114,6 +115,52 @@ def test_python_api_search_and_adding_items(trained_run, tiny_corpus):
 def test_unknown_history_item_is_a_clear_error(trained_run):
     with pytest.raises(KeyError, match="NOPE"):
         load_retriever(trained_run).search([None], [["NOPE"]])
+
+
+def test_decoder_phase_trains_only_the_decoder_on_the_best_epochs_fixed_sids(tiny_config, tiny_corpus, trained_run,
+                                                                            tmp_path):
+    config = tiny_config.model_copy(deep=True)
+    config.train.decoder_epochs, config.train.decoder_lr = 2, 3e-3
+    run = pipeline.train(config, tmp_path / "decoder", tiny_corpus, progress=False)
+    records = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["dense", "joint", "joint", "decoder", "decoder"]
+    for record in records[1:]:  # every rule, the dense path and the diagnostics, every generative epoch
+        valid = record["valid"]
+        assert {"dense", "generative/lexicographic", "generative/fused", "generative/rerank"} <= set(valid)
+        assert len(valid["beam_recall"]["overall"]) == 3 and len(record["train"]["ntp_accuracy"]["overall"]) == 3
+        recall = valid["beam_recall"]["overall"]
+        assert 1.0 >= recall[0] >= recall[1] >= recall[2] >= 0.0  # a longer prefix survives less often
+        assert 0.0 <= valid["invalid_sid_rate"] <= 1.0 and set(valid["ntp_loss"]["buckets"]) == {f"B{b}" for b in range(5)}
+    # It starts from the best joint epoch (the same as trained_run's: same seed and schedule up to there)
+    # and leaves the towers, the quantizer and so the SIDs as they were.
+    best_joint, last = build_model(config, tiny_corpus), build_model(config, tiny_corpus)
+    RunDirectory.load_weights(trained_run / "model.safetensors", best_joint)
+    RunDirectory.load_weights(run.last_file, last)
+    frozen = ("item_tower", "query_tower", "context_encoder", "quantizer", "item_id_embedding")
+    for name, tensor in last.state_dict().items():
+        if name.startswith(frozen):
+            assert torch.allclose(tensor, best_joint.state_dict()[name], atol=1e-5), name
+    with torch.no_grad():
+        assert torch.equal(last.frozen_codes, last.quantizer.encode(last.catalog_vectors(tiny_corpus.item_embeddings)))
+    assert records[3]["valid"]["dense"] == records[4]["valid"]["dense"]  # towers frozen: the dense path is fixed
+    assert records[4]["train"]["ntp_loss"]["overall"] != records[3]["train"]["ntp_loss"]["overall"]
+
+
+def test_patience_ends_a_phase_and_resets_at_the_next():
+    from types import SimpleNamespace
+
+    from dgi.train import Trainer
+
+    phases = ["dense", "joint", "joint", "joint", "decoder", "decoder"]
+    trainer = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(patience=1)), selectable={"joint", "decoder"},
+                              state={"stale_epochs": 1})
+    assert Trainer._next_epoch(trainer, 2, phases) == 4 and trainer.state["stale_epochs"] == 0
+    trainer.state["stale_epochs"] = 0
+    assert Trainer._next_epoch(trainer, 1, phases) == 2
+    trainer.state["stale_epochs"] = 1
+    assert Trainer._next_epoch(trainer, 4, phases) == 6
+    trainer.config.train.patience = None
+    assert Trainer._next_epoch(trainer, 2, phases) == 3
 
 
 def test_frozen_untied_dot_ablation_trains_and_evaluates(tiny_config, tiny_corpus, tmp_path):

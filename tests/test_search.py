@@ -69,6 +69,15 @@ def problems(draw, ties: bool | None = None):
 def _assert_beams_equal(a: Beams, b: Beams) -> None:
     assert torch.equal(a.codes, b.codes)
     assert torch.equal(a.scores, b.scores)
+    assert len(a.levels) == len(b.levels) and len(a.levels) in (0, a.codes.shape[-1])
+    for a_level, b_level in zip(a.levels, b.levels):  # the same kept prefixes, in any order
+        assert [_prefix_set(row) for row in a_level] == [_prefix_set(row) for row in b_level]
+    if a.levels:
+        assert [_prefix_set(row) for row in a.levels[-1]] == [_prefix_set(row) for row in a.codes]
+
+
+def _prefix_set(rows: torch.Tensor) -> set[tuple[int, ...]]:
+    return {tuple(row) for row in rows.tolist() if row[0] >= 0}
 
 
 def _run_both(index, step, batch, beam, constrained) -> Beams:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgi.geometry import Geometry, LearnableScale, similarity_logits
+from dgi.layers import FeedForward, attention, dropout, merge_heads, split_heads, zero_
 
 
 class DecoderBlock(nn.Module):
@@ -33,41 +33,27 @@ class DecoderBlock(nn.Module):
         self.cross_query = nn.Linear(width, width)
         self.cross_key_value = nn.Linear(width, 2 * width)
         self.cross_out = nn.Linear(width, width)
-        self.ffn = nn.Sequential(nn.Linear(width, ffn_multiplier * width), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_multiplier * width, width))
-        if not zero_init:
-            return
-        with torch.no_grad():
-            for linear in (self.self_out, self.cross_out, self.ffn[-1]):
-                linear.weight.zero_()
-                linear.bias.zero_()
+        self.ffn = FeedForward(width, ffn_multiplier, dropout)
+        if zero_init:
+            zero_(self.self_out, self.cross_out, self.ffn.out)
 
     def memory_key_value(self, memory: Tensor) -> tuple[Tensor, Tensor]:
         """[B, S, d] -> keys, values [B, heads, S, d/heads]; computed once per query."""
         key, value = self.cross_key_value(memory).chunk(2, dim=-1)
-        return self._split(key), self._split(value)
+        return split_heads(key, self.heads), split_heads(value, self.heads)
 
     def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_attend: Tensor) -> Tensor:
         """x [B, W, T, d]; memory_attend [B, 1, 1, S] True where a context slot may be attended."""
         batch, beams, steps, width = x.shape
-        p = self.dropout if self.training else 0.0
-        q, k, v = self.self_qkv(self.self_norm(x)).reshape(batch * beams, steps, 3 * width).chunk(3, dim=-1)
-        attended = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), dropout_p=p,
-                                                  is_causal=True)
-        x = x + F.dropout(self.self_out(self._merge(attended)).reshape(x.shape), p, self.training)
-        query = self._split(self.cross_query(self.cross_norm(x)).reshape(batch, beams * steps, width))
-        attended = F.scaled_dot_product_attention(query, *memory_kv, attn_mask=memory_attend, dropout_p=p)
-        x = x + F.dropout(self.cross_out(self._merge(attended)).reshape(x.shape), p, self.training)
-        return x + F.dropout(self.ffn(self.ffn_norm(x)), p, self.training)
-
-    def _split(self, t: Tensor) -> Tensor:
-        n, length, width = t.shape
-        return t.reshape(n, length, self.heads, width // self.heads).transpose(1, 2)
-
-    @staticmethod
-    def _merge(t: Tensor) -> Tensor:
-        n, heads, length, head_dim = t.shape
-        return t.transpose(1, 2).reshape(n, length, heads * head_dim)
+        p, training = self.dropout, self.training
+        q, k, v = (split_heads(t, self.heads) for t in
+                   self.self_qkv(self.self_norm(x)).reshape(batch * beams, steps, 3 * width).chunk(3, dim=-1))
+        attended = merge_heads(attention(q, k, v, None, p, training, causal=True))
+        x = x + dropout(self.self_out(attended).reshape(x.shape), p, training)
+        query = split_heads(self.cross_query(self.cross_norm(x)).reshape(batch, beams * steps, width), self.heads)
+        attended = merge_heads(attention(query, *memory_kv, memory_attend, p, training))
+        x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
+        return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
 
 class SIDDecoder(nn.Module):

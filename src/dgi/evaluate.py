@@ -14,8 +14,9 @@ from dgi.data import ExampleArrays
 from dgi.index import SIDIndex
 from dgi.metrics import DEFAULT_KS, Qrels, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.retriever import Retriever
+from dgi.search import RULES
+from dgi.towers import Context
 
-RULES = ("lexicographic", "fused", "rerank")
 
 
 def relevance(arrays: ExampleArrays, limit: int | None = None) -> Qrels | np.ndarray:
@@ -58,16 +59,49 @@ def rank_split(retriever: Retriever, corpus: EncodedCorpus, split: str, method: 
     return ranked, scores
 
 
-def validation_metrics(retriever: Retriever, corpus: EncodedCorpus, split: str, limit: int,
-                       generative: bool) -> dict[str, dict[str, float]]:
-    """Mean metrics of the dense path (and the generative search once an index exists) on a prefix of `split`."""
-    k = max(DEFAULT_KS)
-    relevant = relevance(corpus.splits[split], limit)
-    results = {"dense": mean_metrics(per_query_metrics(rank_split(retriever, corpus, split, "dense", k, limit)[0], relevant))}
-    if generative:
-        ranked = rank_split(retriever, corpus, split, "generative", k, limit)[0]
-        results["generative"] = mean_metrics(per_query_metrics(ranked, relevant))
-    return results
+def fill_ranking(ranked: np.ndarray, scores: np.ndarray, fallback: np.ndarray,
+                 fallback_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of `ranked` (best first, -1 padding last) completed up to its width with the items of
+    the same row of `fallback` that it lacks, in `fallback`'s order (both as `rank_split` returns them).
+
+    A filled item's score is its fallback score shifted so that the first filled one lies 1 below the
+    row's last ranked score (unshifted in a row with nothing ranked): scores stay non-increasing along
+    the row, so a tool that orders by score keeps the ranks.
+    """
+    n, depth = ranked.shape
+    rows = np.arange(n)
+    live = ranked >= 0
+    stride = int(max(ranked.max(initial=0), fallback.max(initial=0))) + 1
+    listed = np.sort(np.where(live, rows[:, None] * stride + ranked, -1), axis=None)
+    probe = rows[:, None] * stride + fallback
+    found = listed[np.searchsorted(listed, probe).clip(max=max(listed.size - 1, 0))] == probe
+    extra = (fallback >= 0) & ~found
+    n_ranked = live.sum(axis=1)
+    column = n_ranked[:, None] + np.cumsum(extra, axis=1) - 1
+    take = extra & (column < depth)
+    last = scores[rows, np.maximum(n_ranked - 1, 0)]
+    first = fallback_scores[rows, np.argmax(extra, axis=1)]
+    shift = np.where(n_ranked > 0, last - 1.0 - first, 0.0)
+    filled, filled_scores = ranked.copy(), scores.astype(np.float64, copy=True)
+    at = (np.nonzero(take)[0], column[take])
+    filled[at] = fallback[take]
+    filled_scores[at] = (fallback_scores + shift[:, None])[take]
+    return filled, filled_scores
+
+
+def trec_rankings(retriever: Retriever, corpus: EncodedCorpus, split: str, depth: int, limit: int | None = None,
+                  rules: Sequence[str] = RULES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Rankings `depth` deep (every item when there are fewer) for run files, per method as in `evaluate`.
+
+    A generative rule lists the items of its SID buckets, then the dense path's other items (`fill_ranking`):
+    a run file that stops at the buckets would judge the rule on far fewer results than the dense path.
+    """
+    dense = rank_split(retriever, corpus, split, "dense", depth, limit)
+    rules = rules if retriever.index is not None else ()
+    runs = {f"generative/{rule}": fill_ranking(*rank_split(retriever, corpus, split, "generative", depth, limit, rule),
+                                               *dense)
+            for rule in rules}
+    return {**runs, "dense": dense}
 
 
 def choose_rule(retriever: Retriever, corpus: EncodedCorpus, metric: str, limit: int | None,
@@ -87,12 +121,16 @@ def invalid_sid_rate(retriever: Retriever, corpus: EncodedCorpus, split: str, li
     invalid = total = 0
     for _, history, queries, has_query in batches(corpus, split, split_size(corpus, split, limit),
                                                   retriever.search_config.batch_size):
-        context = retriever.context(history, queries, has_query)
-        beams = retriever.beams(context, retriever.search_config.beam_size, constrained=False)
-        live = beams.codes[..., 0] >= 0
-        invalid += int((~retriever.index.is_valid(beams.codes.clamp(min=0)) & live).sum())
-        total += int(live.sum())
+        batch_invalid, batch_total = invalid_beams(retriever, retriever.context(history, queries, has_query))
+        invalid, total = invalid + batch_invalid, total + batch_total
     return invalid / max(total, 1)
+
+
+def invalid_beams(retriever: Retriever, context: Context) -> tuple[int, int]:
+    """(beams naming no item, beams) of an unconstrained search at the configured beam size."""
+    beams = retriever.beams(context, retriever.search_config.beam_size, constrained=False)
+    live = beams.codes[..., 0] >= 0
+    return int((~retriever.index.is_valid(beams.codes.clamp(min=0)) & live).sum()), int(live.sum())
 
 
 def index_statistics(index: SIDIndex) -> dict:

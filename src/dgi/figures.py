@@ -358,3 +358,46 @@ def gradient_png(series: Sequence[CurveSeries]) -> bytes:
         fig.suptitle("Gradient reaching the item tower (faint: per step, bold: running geometric mean)")
         _figure_legend_below(fig, handles, [s.name for s in series], max_columns=4)
         return _png(fig)
+
+
+# ---------------------------------------------------------------- learning curves of one run
+
+
+def learning_curves_png(title: str, records: Sequence[dict], metric: str = "ndcg@10") -> bytes:
+    """Per epoch of a run's log.jsonl: validation `metric` of every ranking rule and of the dense path;
+    next-token accuracy per SID level (validation solid, training dashed); beam recall per level.
+
+    Phase changes are marked, so the towers' peak and the decoder's own progress can be told apart.
+    """
+    import matplotlib
+
+    epochs = np.array([r["epoch"] for r in records], dtype=float)
+    methods = ["dense", "generative/lexicographic", "generative/fused", "generative/rerank"]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(height=4.2)
+        panels = fig.subplots(1, 3)
+        for index, method in enumerate(methods):
+            values = [r["valid"].get(method, {}).get(metric, np.nan) for r in records]
+            panels[0].plot(epochs, values, marker="o", ms=3, color=colour(index), label=method.split("/")[-1])
+        panels[0].set_ylabel(f"validation {metric}")
+        levels = max((len(r["valid"].get("ntp_accuracy", {}).get("overall") or []) for r in records), default=0)
+        for level in range(levels):
+            def series(split: str, key: str) -> list[float]:
+                return [(r.get(split, {}).get(key, {}).get("overall") or [np.nan] * levels)[level] for r in records]
+
+            panels[1].plot(epochs, series("valid", "ntp_accuracy"), marker="o", ms=3, color=colour(level),
+                           label=f"level {level + 1}")
+            panels[1].plot(epochs, series("train", "ntp_accuracy"), ls="--", color=colour(level))
+            panels[2].plot(epochs, series("valid", "beam_recall"), marker="o", ms=3, color=colour(level),
+                           label=f"prefix 1..{level + 1}")
+        panels[1].set_ylabel("next-token accuracy (valid solid, train dashed)")
+        panels[2].set_ylabel("beam recall of the target's prefix")
+        phases = [r["phase"] for r in records]
+        for ax in panels:
+            ax.set_xlabel("epoch")
+            for i in range(1, len(phases)):
+                if phases[i] != phases[i - 1]:
+                    ax.axvline(epochs[i] - 0.5, color="#999999", lw=0.8, ls=":")
+            ax.legend(frameon=False, fontsize=8)
+        fig.suptitle(title)
+        return _png(fig)

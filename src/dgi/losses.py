@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def next_token(logits: list[Tensor], codes: Tensor) -> Tensor:
-    """L_NTP: cross-entropy of each level's hard code, averaged over levels."""
-    return torch.stack([F.cross_entropy(level_logits, codes[:, j]) for j, level_logits in enumerate(logits)]).mean()
+def next_token_per_example(logits: list[Tensor], codes: Tensor) -> Tensor:
+    """Cross-entropy [B, m] of each example's hard code at each level (L_NTP is its mean)."""
+    return torch.stack([F.cross_entropy(level_logits, codes[:, j], reduction="none")
+                        for j, level_logits in enumerate(logits)], dim=1)
 
 
 def global_reconstruction(z: Tensor, reconstruction: Tensor) -> Tensor:

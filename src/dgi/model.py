@@ -16,6 +16,21 @@ from dgi.towers import Context, ContextEncoder, TextProjection
 
 
 @dataclass
+class NextTokenDetail:
+    """Per example and SID level (detached): the training next-token loss and whether argmax was the code."""
+
+    loss: Tensor      # [B, m]
+    correct: Tensor   # [B, m] bool
+    targets: Tensor   # [B] item index
+
+
+@dataclass
+class Losses:
+    terms: dict[str, Tensor]                  # scalar loss terms, weighted by `DGIModel.weighted_total`
+    next_token: NextTokenDetail | None = None  # generative phases only
+
+
+@dataclass
 class Batch:
     """One training batch, as indices into the frozen text-embedding tables."""
 
@@ -63,12 +78,31 @@ class DGIModel(nn.Module):
         return torch.cat([self.item_vectors(e, i) for e, i in zip(item_embeddings.split(chunk), ids.split(chunk))]) \
             if len(item_embeddings) else item_embeddings.new_zeros(0, self.config.model.width)
 
+    def batch_item_vectors(self, item_embeddings: Tensor, *ids: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """z_base of every distinct item in `ids` (each a tensor of item indices, -1 = padding), each item
+        through the tower once, as a table plus the `ids` re-indexed into it (-1 kept).
+
+        A Beauty batch names ~6,400 item slots (20 history slots, mostly padding, per row, plus the
+        targets and sampled negatives) but only ~2,500 distinct items; gradients are the same.
+        """
+        flat = torch.cat([t.reshape(-1) for t in ids])
+        unique, inverse = torch.unique(flat.clamp(min=0), return_inverse=True)
+        table = self.item_vectors(item_embeddings[unique], unique)
+        inverse = torch.where(flat >= 0, inverse, -1)
+        return table, [part.view_as(t) for part, t in zip(inverse.split([t.numel() for t in ids]), ids)]
+
     def encode_context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor,
-                       item_embeddings: Tensor) -> Context:
-        """history: [B, L] item indices (-1 = padding); query_embeddings [B, text_dim] (rows ignored where no query)."""
+                       item_vectors: Tensor) -> Context:
+        """history: [B, L] rows of `item_vectors` (z_base table), -1 = padding, left-padded; query_embeddings
+        [B, text_dim] (rows ignored where no query).
+
+        Columns that are padding in every row are dropped first: positions are counted from the query
+        slot backwards, so each row's output is unchanged and short-history batches cost less.
+        """
         mask = history >= 0
-        ids = history.clamp(min=0)
-        history_vectors = self.item_vectors(item_embeddings[ids], ids) * mask[..., None]
+        length = int(mask.sum(dim=1).max()) if len(history) else 0
+        history, mask = history[:, history.shape[1] - length:], mask[:, history.shape[1] - length:]
+        history_vectors = item_vectors[history.clamp(min=0)] * mask[..., None]
         if query_embeddings is None:
             query = history_vectors.new_zeros(len(history), history_vectors.shape[-1])
         else:
@@ -110,29 +144,61 @@ class DGIModel(nn.Module):
         return self.strategy.quantize(self.quantizer, z, item_ids, tau)
 
     def losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor, tau: float,
-               generative: bool) -> dict[str, Tensor]:
+               generative: bool) -> Losses:
         """Every loss term for one batch; `generative=False` is the dense warm-up (InfoNCE only)."""
         weights = self.config.loss
-        has_query = batch.query_ids >= 0
-        queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
-        context = self.encode_context(batch.history, queries, has_query, item_embeddings)
-        z = self.item_vectors(item_embeddings[batch.targets], batch.targets)
-        negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,), device=z.device) \
-            if weights.sampled_negatives else None
-        negatives = self.item_vectors(item_embeddings[negative_ids], negative_ids) if negative_ids is not None else None
+        negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,), device=batch.targets.device)
+        context, table, (targets, negatives) = self._batch_context(batch, item_embeddings, query_embeddings,
+                                                                   batch.targets, negative_ids)
+        z = table[targets]
+        negatives, negative_ids = (table[negatives], negative_ids) if weights.sampled_negatives else (None, None)
         # Dot geometry has no temperature: raw inner products are the logits (the norm is the scale).
         temperature = weights.infonce_temperature if self.config.model.geometry == "cosine" else 1.0
         terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, temperature, negatives, negative_ids)}
         if not generative:
-            return terms
+            return Losses(terms)
         quantized = self.quantize(z, batch.targets, tau)
-        terms["ntp"] = losses.next_token(self.level_logits(context, quantized.vectors), quantized.codes)
+        logits = self.level_logits(context, quantized.vectors)
+        per_example = losses.next_token_per_example(logits, quantized.codes)
+        terms["ntp"] = per_example.mean()
         if self.strategy.trains_quantizer:
             codewords = self.quantizer.codewords(quantized.codes)
             terms["global"] = losses.global_reconstruction(z, quantized.reconstruction)
             terms["local"] = losses.local_commitment(quantized.hard_residuals, codewords, weights.commitment_beta)
             terms["diversity"] = losses.code_diversity(quantized.probs)
-        return terms
+        correct = torch.stack([level.argmax(-1) == quantized.codes[:, j] for j, level in enumerate(logits)], dim=1)
+        return Losses(terms, NextTokenDetail(per_example.detach(), correct, batch.targets))
+
+    def decoder_losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Losses:
+        """NTP of the decoder alone on the fixed SIDs `frozen_codes`, fed the hard codewords beam search feeds.
+
+        The towers and the quantizer get no gradient (see `train_decoder_only`).
+        """
+        with torch.no_grad():
+            context = self._batch_context(batch, item_embeddings, query_embeddings)[0]
+        codes = self.frozen_codes[batch.targets]
+        logits = self.level_logits(context, self.quantizer.codewords(codes))
+        per_example = losses.next_token_per_example(logits, codes)
+        correct = torch.stack([level.argmax(-1) == codes[:, j] for j, level in enumerate(logits)], dim=1)
+        return Losses({"ntp": per_example.mean()}, NextTokenDetail(per_example.detach(), correct, batch.targets))
+
+    def train_decoder_only(self) -> None:
+        """Training mode for the decoder and its heads; everything else frozen and in eval mode (no dropout),
+        so the decoder learns on exactly the contexts and codewords it will see at inference."""
+        self.train()
+        trained = {id(p) for module in (self.decoder, self.heads) for p in module.parameters()}
+        for parameter in self.parameters():
+            parameter.requires_grad_(id(parameter) in trained)
+        for module in (self.item_tower, self.query_tower, self.context_encoder):
+            module.eval()
+
+    def _batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor,
+                       *ids: Tensor) -> tuple[Context, Tensor, list[Tensor]]:
+        """The batch's context, the z_base table of its items and `ids` re-indexed into the table."""
+        has_query = batch.query_ids >= 0
+        queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
+        table, (history, *rows) = self.batch_item_vectors(item_embeddings, batch.history, *ids)
+        return self.encode_context(history, queries, has_query, table), table, rows
 
     def weighted_total(self, terms: dict[str, Tensor]) -> Tensor:
         w = self.config.loss

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
 
 from dgi.config import Config
 from dgi.corpus import EncodedCorpus, encode_corpus
-from dgi.data import load_dataset
+from dgi.data import carve_message, carve_validation, load_dataset
 from dgi.device import resolve_device
 from dgi.encoders import EmbeddingCache, cached_encoder
-from dgi.evaluate import evaluate
+from dgi.evaluate import evaluate, trec_rankings
 from dgi.index import SIDIndex
 from dgi.io import write_json
 from dgi.metrics import write_trec_run
 from dgi.retriever import Retriever
 from dgi.run import RunDirectory
 from dgi.train import Trainer, build_model
+
+MIN_JOINT_STEPS = 1500
+"""Optimizer steps the joint phase of a DSI-style run gets at least (`schedule_for`): the decoder learns a
+document's SID only from its indexing example, seen once per epoch, and on a corpus of a few thousand
+documents the default 3 joint epochs are a few dozen steps."""
+
+TREC_DEPTH = 100
+"""Results per query in the TREC run files of `evaluate_run` (the usual depth of TREC-style evaluation)."""
+
+
+def _note(message: str) -> None:
+    """A line on stderr for what the pipeline decided on its own, so logs of a run say it."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def text_encoder(config: Config) -> EmbeddingCache:
@@ -27,22 +41,61 @@ def text_encoder(config: Config) -> EmbeddingCache:
 def prepare_corpus(config: Config) -> EncodedCorpus:
     if config.data.path is None:
         raise ValueError("no dataset: set data.path (a directory with items.jsonl, train.jsonl, test.jsonl)")
-    return encode_corpus(load_dataset(config.data.path), text_encoder(config), config.data.max_history,
-                         config.data.indexing_ratio, config.train.seed)
+    dataset = load_dataset(config.data.path)
+    if not dataset.splits["valid"]:  # nothing to select epochs and rules on: carve it from train
+        data = config.data
+        dataset = carve_validation(dataset, data.valid_carve_ratio, config.train.seed, data.valid_carve_max)
+        _note(carve_message(dataset.meta["valid_carve"]))
+    return encode_corpus(dataset, text_encoder(config), config.data.max_history, config.data.indexing_ratio,
+                         config.train.seed)
 
 
-def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = None, progress: bool = True) -> RunDirectory:
-    """Train a new run into `run_dir` (which must not hold a run yet)."""
+def schedule_for(config: Config, n_train_examples: int, min_joint_steps: int = MIN_JOINT_STEPS) -> Config:
+    """`config`, with train.joint_epochs raised to ceil(min_joint_steps / steps per epoch) for a DSI-style run.
+
+    Only a run with indexing examples (data.indexing_ratio > 0) and a joint phase changes: there the
+    decoder must learn every document's SID from the indexing examples, so the schedule follows the
+    number of steps, not a fixed epoch count. A configured value is never lowered (an explicitly set
+    train.joint_epochs cannot be told from the default, so it is raised as well); the change is noted.
+    `n_train_examples` counts the train arrays, indexing examples included.
+    """
+    t = config.train
+    steps_per_epoch = -(-n_train_examples // t.batch_size)
+    if config.data.indexing_ratio == 0 or not t.joint_epochs or not steps_per_epoch:
+        return config
+    epochs = -(-min_joint_steps // steps_per_epoch)
+    if epochs <= t.joint_epochs:
+        return config
+    _note(f"DSI-style run (data.indexing_ratio={config.data.indexing_ratio}): train.joint_epochs raised from "
+          f"{t.joint_epochs} to {epochs}, so that the joint phase has at least {min_joint_steps} steps "
+          f"({steps_per_epoch} per epoch)")
+    return config.model_copy(update={"train": t.model_copy(update={"joint_epochs": epochs})})
+
+
+def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = None, progress: bool = True,
+          min_joint_steps: int = MIN_JOINT_STEPS) -> RunDirectory:
+    """Train a new run into `run_dir` (which must not hold a run yet).
+
+    A DSI-style run trains at least `min_joint_steps` joint steps (`schedule_for`); config.yaml holds
+    the schedule trained, run.json the configured joint epochs when they were raised and the carved
+    validation split (`prepare_corpus`) when there is one.
+    """
     run = RunDirectory(Path(run_dir))
     if run.exists():
         raise FileExistsError(f"{run.path} already holds a run: use `dgi train --resume {run.path}` or a new --out")
     corpus = corpus or prepare_corpus(config)
+    configured = config
+    config = schedule_for(config, len(corpus.splits["train"].targets), min_joint_steps)
     config = config.model_copy(update={"data": config.data.model_copy(update={"path": Path(config.data.path).resolve()})})
     trainer = Trainer(config, corpus, run, progress)
-    run.create(config, {"dataset": str(config.data.path), "encoder": corpus.encoder_name,
-                        "embedding_cache": str(text_encoder(config).directory),
-                        "text_dim": int(corpus.item_embeddings.shape[1]),
-                        "codebook_sizes": trainer.model.quantizer.codebook_sizes, "n_items": len(corpus.item_ids)})
+    info = {"dataset": str(config.data.path), "encoder": corpus.encoder_name,
+            "embedding_cache": str(text_encoder(config).directory), "text_dim": int(corpus.item_embeddings.shape[1]),
+            "codebook_sizes": trainer.model.quantizer.codebook_sizes, "n_items": len(corpus.item_ids)}
+    if config.train.joint_epochs != configured.train.joint_epochs:
+        info["configured_joint_epochs"] = configured.train.joint_epochs
+    if "valid_carve" in corpus.dataset.meta:
+        info["valid_carve"] = corpus.dataset.meta["valid_carve"]
+    run.create(config, info)
     trainer.fit()
     return run
 
@@ -76,8 +129,21 @@ def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device:
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
-                 limit: int | None = None, corpus: EncodedCorpus | None = None, device: str | None = None) -> dict:
-    """Evaluate the best checkpoint; write metrics.json and run.trec (default rule) to RUN/eval-SPLIT/."""
+                 limit: int | None = None, corpus: EncodedCorpus | None = None, device: str | None = None,
+                 trec_depth: int = TREC_DEPTH) -> dict:
+    """Evaluate the best checkpoint; write metrics.json and one TREC run per method to RUN/eval-SPLIT/.
+
+    metrics.json holds each method's metrics at k <= 20 on its own ranking (`evaluate`). The run files,
+    run.generative-{lexicographic,fused,rerank}.trec and run.dense.trec (only the dense one for a dual
+    encoder) plus run.trec (the default method's), list `trec_depth` items per query, or every item
+    when the corpus has fewer. A generative rule ranks only the items of its beams' SID buckets, often
+    fewer: the same model's dense ranking fills the remaining ranks (items not listed yet, in dense
+    order) with scores strictly below the rule's, so tools that order by score keep the ranks
+    (`fill_ranking`). Where a rule returned fewer than 20 items, its file's top 20 thus hold dense
+    items that metrics.json did not score.
+    """
+    if trec_depth < 1:
+        raise ValueError(f"trec_depth must be >= 1, got {trec_depth}")
     run = RunDirectory(Path(run_dir))
     config = run.config()
     corpus = corpus or prepare_corpus(config)
@@ -85,10 +151,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
     retriever = load_trained(run, corpus, device)
     with torch.no_grad():
-        report, rankings = evaluate(retriever, corpus, split, limit=limit)
+        report, _ = evaluate(retriever, corpus, split, limit=limit)
+        runs = trec_rankings(retriever, corpus, split, trec_depth, limit)
     out = Path(out_dir) if out_dir else run.path / f"eval-{split}"
     write_json(out / "metrics.json", report)
-    ranked, scores = rankings[report["default_method"]]
-    example_ids = corpus.splits[split].example_ids[: len(ranked)]
-    write_trec_run(out / "run.trec", example_ids, ranked, scores, corpus.item_ids, config.name)
+    example_ids = corpus.splits[split].example_ids[: report["n_examples"]]
+    files = {f"run.{method.replace('/', '-')}.trec": method for method in runs} | {"run.trec": report["default_method"]}
+    for file, method in files.items():
+        ranked, scores = runs[method]
+        write_trec_run(out / file, example_ids, ranked, scores, corpus.item_ids,
+                       f"{config.name}-{method.replace('/', '-')}")
     return report

@@ -13,6 +13,7 @@ from dgi.config import SearchConfig
 from dgi.data import Item
 from dgi.encoders import EmbeddingCache
 from dgi.index import SIDIndex
+from dgi.losses import next_token_per_example
 from dgi.model import DGIModel
 from dgi.search import Beams, Ranking, beam_search, rank_items
 from dgi.towers import Context
@@ -62,7 +63,7 @@ class Retriever:
     def context(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor) -> Context:
         queries = query_embeddings.to(self.device) if query_embeddings is not None else None
         return self.model.encode_context(history.to(self.device), queries, has_query.to(self.device),
-                                         self.item_embeddings)
+                                         self.item_vectors)
 
     @torch.no_grad()
     def beams(self, context: Context, beam_size: int, constrained: bool = True) -> Beams:
@@ -79,15 +80,32 @@ class Retriever:
         rule = rule or config.rule
         beam_size = beam_size or (config.rerank_beam_size if rule == "rerank" else config.beam_size)
         context = self.context(history, query_embeddings, has_query)
-        return rank_items(self.beams(context, beam_size), self.index, context.vector.cpu(), self._cpu_item_vectors, k,
-                          rule, config.fusion_weight)
+        return self.rank(context, self.beams(context, beam_size), k, rule)
+
+    def rank(self, context: Context, beams: Beams, k: int, rule: str) -> Ranking:
+        """The ranking rule over the items of `beams`' SID buckets."""
+        return rank_items(beams, self.index, context.vector.cpu(), self._cpu_item_vectors, k, rule,
+                          self.search_config.fusion_weight)
 
     @torch.no_grad()
     def dense(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The same model's dense path: exact search of z_q against every item vector."""
-        vector = self.context(history, query_embeddings, has_query).vector
-        scores, items = (vector @ self.item_vectors.T).topk(min(k, len(self.item_vectors)), dim=1)
+        return self.dense_from_context(self.context(history, query_embeddings, has_query), k)
+
+    @torch.no_grad()
+    def dense_from_context(self, context: Context, k: int) -> tuple[Tensor, Tensor]:
+        scores, items = (context.vector @ self.item_vectors.T).topk(min(k, len(self.item_vectors)), dim=1)
         return items.cpu(), scores.cpu()
+
+    @torch.no_grad()
+    def teacher_forced(self, context: Context, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Next-token loss and argmax hit [B, m] per level of SIDs `codes` [B, m], fed the hard codewords
+        the beam search would feed: what generation faces, unlike training's soft inputs."""
+        codes = codes.to(self.device)
+        logits = self.model.level_logits(context, self.model.quantizer.codewords(codes))
+        loss = next_token_per_example(logits, codes)
+        correct = torch.stack([level.argmax(-1) == codes[:, j] for j, level in enumerate(logits)], dim=1)
+        return loss.cpu(), correct.cpu()
 
     # ----- text API ----------------------------------------------------------------------------
     def search(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]], k: int = 10,

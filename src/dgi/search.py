@@ -7,7 +7,7 @@ check that the fast versions match them exactly, ties included.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -32,6 +32,9 @@ class Beams:
 
     codes: Tensor  # [B, W, m] long, -1 for missing beams
     scores: Tensor  # [B, W] summed log-probs of the chosen codes (not renormalized), -inf if missing
+    # Per level j, the prefixes [B, W_j, j+1] the search kept (-1 rows where missing, any order): which
+    # level lost a target (beam recall); empty when the search ended early.
+    levels: tuple[Tensor, ...] = ()
 
 
 @dataclass
@@ -55,6 +58,7 @@ def beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: in
     _check_beam_size(beam_size)
     codes = torch.zeros(batch_size, 1, 0, dtype=torch.long)
     scores = torch.zeros(batch_size, 1)
+    levels = []
     for j, size in enumerate(index.codebook_sizes):
         logp = _checked_step(step_fn, codes, size)
         scores = scores.to(logp.dtype)
@@ -71,12 +75,13 @@ def beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: in
         parent, child = slot // size, slot % size
         codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, j)), child.unsqueeze(-1)], -1)
         scores = cand.gather(1, pos)
+        levels.append(codes.masked_fill((scores == float("-inf")).unsqueeze(-1), -1))
     # Stable sort on the key-ordered beams: score desc, then key asc.
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     scores = scores.gather(1, order)
     codes = codes.gather(1, order.unsqueeze(-1).expand_as(codes))
     codes = codes.masked_fill((scores == float("-inf")).unsqueeze(-1), -1)
-    return _pad_beams(Beams(codes, scores), beam_size)
+    return replace(_pad_beams(Beams(codes, scores), beam_size), levels=tuple(levels))
 
 
 def _valid_candidates(index: SIDIndex, codes: Tensor, scores: Tensor, logp: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,6 +136,7 @@ def reference_beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, bea
     sids = [tuple(sid) for sid in index.codes.tolist()]
     valid = {sid[:j] for sid in sids for j in range(len(sizes) + 1)}
     beams: list[list[tuple[tuple[int, ...], Tensor | float]]] = [[((), 0.0)] for _ in range(batch_size)]
+    levels: list[Tensor] = []
     dtype = torch.float32
     for j in range(len(sizes)):
         width = max((len(query) for query in beams), default=0)
@@ -155,11 +161,21 @@ def reference_beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, bea
             candidates.sort(key=lambda cand: (cand[0], cand[1]))
             new_beams.append([(child, score) for _, _, child, score in candidates[:beam_size]])
         beams = new_beams
+        levels.append(_reference_prefixes(beams, j + 1))
+    finished = len(levels) == len(sizes) and any(beams)  # else the fast search returns no levels
     out = _missing(batch_size, beam_size, len(sizes), dtype)
     for b, query in enumerate(beams):
         for w, (prefix, score) in enumerate(query):
             out.codes[b, w] = torch.tensor(prefix)
             out.scores[b, w] = score
+    return replace(out, levels=tuple(levels) if finished else ())
+
+
+def _reference_prefixes(beams: list[list[tuple[tuple[int, ...], Tensor | float]]], depth: int) -> Tensor:
+    out = torch.full((len(beams), max((len(query) for query in beams), default=0), depth), -1, dtype=torch.long)
+    for b, query in enumerate(beams):
+        for w, (prefix, _) in enumerate(query):
+            out[b, w] = torch.tensor(prefix)
     return out
 
 

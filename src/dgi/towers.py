@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgi.layers import zero_init_encoder
+from dgi.layers import Encoder
 
 
 def pca_projection(embeddings: Tensor, width: int, whiten: bool = False) -> tuple[Tensor, Tensor]:
@@ -73,7 +73,7 @@ class ContextEncoder(nn.Module):
         self.normalize = normalize
         self.positions = nn.Parameter(torch.zeros(max_history + 1, width))
         self.no_context = nn.Parameter(torch.randn(width) * width**-0.5)
-        self.encoder = zero_init_encoder(width, layers, heads, ffn_multiplier, dropout) if layers else None
+        self.encoder = Encoder(width, layers, heads, ffn_multiplier, dropout) if layers else None
 
     def forward(self, history: Tensor, history_mask: Tensor, query: Tensor, has_query: Tensor) -> Context:
         """history [B, L, d] (most recent last, left-padded), history_mask [B, L] True = real item,
@@ -84,7 +84,7 @@ class ContextEncoder(nn.Module):
         tokens = torch.cat([history, query_slot[:, None]], dim=1) + self.positions[-(length + 1):]
         query_padding = ~has_query & has_history
         padding = torch.cat([~history_mask, query_padding[:, None]], dim=1)
-        memory = self.encoder(tokens, src_key_padding_mask=padding) if self.encoder is not None else tokens
+        memory = self.encoder(tokens, padding) if self.encoder is not None else tokens
         pool_at = torch.where(query_padding, length - 1, length)
         pooled = memory[torch.arange(batch), pool_at]
         return Context(memory, padding, F.normalize(pooled, dim=-1) if self.normalize else pooled)

@@ -1,7 +1,11 @@
-"""Training: dense warm-up -> index initialization (k-means) -> [frozen: quantizer fit] -> joint epochs.
+"""Training: dense warm-up -> index initialization (k-means) -> [frozen: quantizer fit] -> joint epochs
+-> [decoder epochs].
 
 One optimizer for the whole model; the phase decides which loss terms run, so gradients reach only the
 parts a phase trains. With `train.joint_epochs=0` the run is a plain dual encoder (dense phase only).
+The decoder phase starts from the best epoch so far (the towers' validation peak), fixes its SIDs and
+trains the decoder alone on its own learning-rate schedule: the towers over-fit long before the decoder
+has learned the SIDs. `train.patience` ends the joint or decoder phase early.
 Everything needed to continue after an interruption is saved after every epoch.
 """
 
@@ -21,20 +25,22 @@ from tqdm.auto import tqdm
 from dgi.config import Config, auto_codebook_sizes
 from dgi.corpus import EncodedCorpus
 from dgi.device import resolve_device
-from dgi.evaluate import index_statistics, validation_metrics
+from dgi.evaluate import index_statistics
 from dgi.io import append_jsonl
 from dgi.losses import global_reconstruction, local_commitment
-from dgi.model import Batch, DGIModel
+from dgi.metrics import popularity_buckets
+from dgi.model import Batch, DGIModel, Losses, NextTokenDetail
 from dgi.quantizer import StraightThrough
 from dgi.retriever import Retriever
 from dgi.run import RunDirectory
 from dgi.schedules import exponential_anneal, warmup_linear_decay
 from dgi.towers import pca_projection
+from dgi.validation import LevelStats, validation_report
 
 
 @dataclass
 class Phase:
-    name: str        # "dense" | "quantizer" | "joint"
+    name: str        # "dense" | "quantizer" | "joint" | "decoder"
     epochs: int
 
 
@@ -45,7 +51,7 @@ def training_phases(config: Config) -> list[Phase]:
         return phases
     if config.quantizer.gradient == "frozen":
         phases.append(Phase("quantizer", t.quantizer_epochs))
-    phases.append(Phase("joint", t.joint_epochs))
+    phases += [Phase("joint", t.joint_epochs), Phase("decoder", t.decoder_epochs)]
     return [phase for phase in phases if phase.epochs]
 
 
@@ -61,6 +67,9 @@ class Trainer:
             torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # Deterministic mode also NaN-fills every new tensor (a guard for kernels that read uninitialized
+        # memory, which ours do not): 9,550 fills, ~6% of a Beauty step's time, for nothing.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         self.device = resolve_device(config.train.device)
         self.model = build_model(config, corpus)
         self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width,
@@ -71,29 +80,48 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.phases = training_phases(config)
         self.item_grad_norms: list[float] = []  # this epoch's, one per step
-        self.selected_phase = self.phases[-1].name  # the best epoch is chosen among the last phase's
+        # the best epoch is chosen among the generative phases' (the dense phase's for a dual encoder)
+        self.selectable = {"joint", "decoder"} & {phase.name for phase in self.phases} or {self.phases[-1].name}
         train = corpus.splits["train"]
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
-        self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases)
-        self.state = {"epoch": 0, "step": 0, "joint_step": 0, "index_ready": False, "best_epoch": None,
-                      "best_score": None, "train_seconds": 0.0, "train_cpu_seconds": 0.0}
+        self.history_lengths = (self.train_batches[1] >= 0).sum(dim=1)
+        self.buckets = popularity_buckets(corpus.popularity)
+        self.train_stats: dict[str, LevelStats] = {}  # this epoch's teacher-forced NTP, per level and bucket
+        self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases
+                               if phase.name != "decoder")  # the decoder phase has a schedule of its own
+        self.state = {"epoch": 0, "step": 0, "joint_step": 0, "decoder_step": 0, "index_ready": False,
+                      "decoder_ready": False, "best_epoch": None, "best_score": None, "stale_epochs": 0,
+                      "train_seconds": 0.0, "train_cpu_seconds": 0.0}
 
     # ----- public -------------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train the remaining epochs; returns the final state (best epoch and score)."""
-        epoch_phases = [phase for phase in self.phases for _ in range(phase.epochs)]
-        for epoch in range(self.state["epoch"], len(epoch_phases)):
+        epoch_phases = [phase.name for phase in self.phases for _ in range(phase.epochs)]
+        while self.state["epoch"] < len(epoch_phases):
+            epoch = self.state["epoch"]
             phase = epoch_phases[epoch]
             started, cpu_started = time.perf_counter(), time.process_time()
-            self._prepare(phase.name)
-            losses = self._run_epoch(phase.name, epoch, len(epoch_phases))
+            self._prepare(phase)
+            losses = self._run_epoch(phase, epoch, len(epoch_phases))
             self.state["train_seconds"] += time.perf_counter() - started
             # CPU time of this process: the honest cost when other jobs share the machine's cores
             self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_started
-            record = self._epoch_record(epoch, phase.name, losses, time.perf_counter() - started)
-            self.state["epoch"] = epoch + 1
-            self._checkpoint(record, selectable=phase.name == self.selected_phase)
+            record = self._epoch_record(epoch, phase, losses, time.perf_counter() - started)
+            self._select(record, selectable=phase in self.selectable)
+            self.state["epoch"] = self._next_epoch(epoch, epoch_phases)
+            self._checkpoint(record)
         return self.state
+
+    def _next_epoch(self, epoch: int, epoch_phases: list[str]) -> int:
+        """epoch + 1, or the first epoch of the next phase once `train.patience` epochs brought nothing."""
+        patience, phase = self.config.train.patience, epoch_phases[epoch]
+        following = epoch + 1
+        if patience and phase in self.selectable and self.state["stale_epochs"] >= patience:
+            while following < len(epoch_phases) and epoch_phases[following] == phase:
+                following += 1
+        if following < len(epoch_phases) and epoch_phases[following] != phase:
+            self.state["stale_epochs"] = 0
+        return following
 
     def resume(self) -> None:
         """Restore weights, optimizer, RNG and progress from the run directory's last checkpoint."""
@@ -104,7 +132,7 @@ class Trainer:
         self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
         self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
         torch.set_rng_state(extra["rng.torch"])
-        self.state = state
+        self.state = {**self.state, **state}  # runs from before a state key existed start it at its default
         if len(self.model.frozen_codes):
             self.model.quantizer.requires_grad_(False)
 
@@ -116,19 +144,32 @@ class Trainer:
             self.model.quantizer.kmeans_init(vectors, self.config.quantizer.kmeans_iterations, self.config.train.seed)
             self.state["index_ready"] = True
         if phase == "joint" and self.config.quantizer.gradient == "frozen" and not len(self.model.frozen_codes):
-            with torch.no_grad():
-                self.model.frozen_codes = self.model.quantizer.encode(self.model.catalog_vectors(self.item_embeddings))
+            self._fix_codes()
             self.model.quantizer.requires_grad_(False)
+        if phase == "decoder" and not self.state["decoder_ready"]:
+            if self.run.best_file.exists():  # the towers' validation peak
+                RunDirectory.load_weights(self.run.best_file, self.model)
+                self.model.to(self.device)
+            if not len(self.model.frozen_codes):
+                self._fix_codes()
+            self.state["decoder_ready"] = True
+
+    def _fix_codes(self) -> None:
+        with torch.no_grad():
+            self.model.frozen_codes = self.model.quantizer.encode(self.model.catalog_vectors(self.item_embeddings))
 
     def _run_epoch(self, phase: str, epoch: int, n_epochs: int) -> dict[str, float]:
-        self.model.train()
+        self.model.train_decoder_only() if phase == "decoder" else self.model.train()
         sums: dict[str, float] = defaultdict(float)
         self.item_grad_norms = []
+        levels = self.model.quantizer.levels
+        self.train_stats = {name: LevelStats(len(self.buckets.names), levels) for name in ("ntp_loss", "ntp_accuracy")}
         batches = list(self._batches(phase, epoch))
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs} {phase}", disable=not self.progress, leave=False)
         for batch in bar:
-            self._set_learning_rate()
-            terms = self._losses(phase, batch)
+            self._set_learning_rate(phase)
+            output = self._losses(phase, batch)
+            terms = output.terms
             total = sum(terms.values()) if phase == "quantizer" else self.model.weighted_total(terms)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -137,11 +178,19 @@ class Trainer:
             self.optimizer.step()
             self.state["step"] += 1
             self.state["joint_step"] += phase == "joint"
+            self.state["decoder_step"] += phase == "decoder"
             for name, value in terms.items():
                 sums[name] += value.item()
             sums["total"] += total.item()
+            if output.next_token is not None:
+                self._add_next_token_stats(output.next_token)
             bar.set_postfix(loss=f"{total.item():.3f}")
         return {name: value / max(len(batches), 1) for name, value in sums.items()}
+
+    def _add_next_token_stats(self, detail: NextTokenDetail) -> None:
+        bucket = self.buckets.bucket_of_item[detail.targets.cpu().numpy()]
+        self.train_stats["ntp_loss"].add(detail.loss, bucket)
+        self.train_stats["ntp_accuracy"].add(detail.correct, bucket)
 
     def _item_tower_grad_norm(self) -> float:
         """L2 norm of this step's gradient on the item tower (and ID vectors), before clipping: how much
@@ -150,14 +199,17 @@ class Trainer:
         grads = [p.grad.norm() for tower in towers for p in tower.parameters() if p.grad is not None]
         return float(torch.stack(grads).norm()) if grads else 0.0
 
-    def _losses(self, phase: str, batch: Batch | Tensor) -> dict[str, Tensor]:
+    def _losses(self, phase: str, batch: Batch | Tensor) -> Losses:
         if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
             with torch.no_grad():
                 z = self.model.item_vectors(self.item_embeddings[batch], batch)
             quantized = StraightThrough().quantize(self.model.quantizer, z, batch, 1.0)
             codewords = self.model.quantizer.codewords(quantized.codes)
-            return {"global": global_reconstruction(z, quantized.reconstruction),
-                    "local": local_commitment(quantized.hard_residuals, codewords, self.config.loss.commitment_beta)}
+            return Losses({"global": global_reconstruction(z, quantized.reconstruction),
+                           "local": local_commitment(quantized.hard_residuals, codewords,
+                                                     self.config.loss.commitment_beta)})
+        if phase == "decoder":
+            return self.model.decoder_losses(batch, self.item_embeddings, self.query_embeddings)
         return self.model.losses(batch, self.item_embeddings, self.query_embeddings, self.tau,
                                  generative=phase == "joint")
 
@@ -175,7 +227,7 @@ class Trainer:
             return
         targets, history, query_ids = self.train_batches
         order = torch.randperm(len(targets), generator=generator)
-        for chunk in order.split(size):
+        for chunk in length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator):
             if len(chunk) > 1:  # in-batch negatives need at least two rows
                 yield Batch(*(tensor[chunk].to(self.device) for tensor in (targets, history, query_ids)))
 
@@ -195,10 +247,17 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": t.weight_decay, "base_lr": t.lr},
                   {"params": no_decay, "weight_decay": 0.0, "base_lr": t.lr},
                   {"params": list(self.model.quantizer.parameters()), "weight_decay": 0.0, "base_lr": t.quantizer_lr}]
-        return torch.optim.AdamW(groups, lr=t.lr)
+        return torch.optim.AdamW(groups, lr=t.lr, fused=True)  # one kernel for all parameters (CPU and CUDA)
 
-    def _set_learning_rate(self) -> None:
-        multiplier = warmup_linear_decay(self.state["step"], self.config.train.warmup_steps, self.total_steps)
+    def _set_learning_rate(self, phase: str) -> None:
+        t = self.config.train
+        if phase == "decoder":  # only the decoder has gradients: one rate for all its groups
+            steps = t.decoder_epochs * self._steps_per_epoch("decoder")
+            rate = t.decoder_lr * warmup_linear_decay(self.state["decoder_step"], t.warmup_steps, steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+            return
+        multiplier = warmup_linear_decay(self.state["step"], t.warmup_steps, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * multiplier
 
@@ -218,8 +277,10 @@ class Trainer:
             self._warn_on_collapse(record["index"]["collisions"]["unique_share"])
         else:
             retriever = Retriever(model, None, self.item_embeddings, self.corpus.item_ids, [], self.config.search)
-        record["valid"] = validation_metrics(retriever, self.corpus, "valid", self.config.train.eval_examples,
-                                             generative=self.state["index_ready"] and phase != "dense")
+        if self.train_stats:
+            record["train"] = {name: stat.summary(self.buckets.names) for name, stat in self.train_stats.items()}
+        record["valid"] = validation_report(retriever, self.corpus, "valid", self.config.train.eval_examples,
+                                            generative=self.state["index_ready"] and phase != "dense")
         return record
 
     def _warn_on_collapse(self, unique_share: float) -> None:
@@ -234,20 +295,42 @@ class Trainer:
         return Retriever.from_model(self.model, self.item_embeddings, self.corpus.item_ids,
                                     [item.text for item in self.corpus.dataset.items], self.config.search)
 
-    def _checkpoint(self, record: dict, selectable: bool) -> None:
+    def _select(self, record: dict, selectable: bool) -> None:
+        """Keep this epoch's weights and index as the best if its validation score is the best so far."""
         score = _selection_score(record, self.config.train.select_metric)
-        if selectable and (self.state["best_score"] is None or score > self.state["best_score"]):
-            self.state["best_score"], self.state["best_epoch"] = score, record["epoch"]
+        record["selected_score"] = score
+        if not selectable:
+            return
+        if self.state["best_score"] is None or score > self.state["best_score"]:
+            self.state["best_score"], self.state["best_epoch"], self.state["stale_epochs"] = score, record["epoch"], 0
             self.run.save_weights(self.run.best_file, self.model)
             if self.state["index_ready"]:
                 self.retriever().index.save(self.run.index_file)
-        record["selected_score"] = score
+        else:
+            self.state["stale_epochs"] += 1
+
+    def _checkpoint(self, record: dict) -> None:
         append_jsonl(self.run.log_file, record)
         tensors, groups = _flatten_optimizer(self.optimizer)
         tensors["rng.torch"] = torch.get_rng_state()  # CUDA streams are not restored: resume on GPU is not bit-exact
         self.run.save_weights(self.run.last_file, self.model, tensors)
         self.run.save_state({**self.state, "param_groups": groups})
         self.model.train()
+
+
+def length_bucketed(order: Tensor, lengths: Tensor, batch_size: int, pool_batches: int,
+                    generator: torch.Generator) -> list[Tensor]:
+    """Batches of `order` (a permutation) whose rows have similar `lengths`, in random batch order.
+
+    Each pool of `pool_batches` consecutive batches is sorted by length (stably, so ties keep the random
+    order); pools stay random samples of the data, so every batch still sees a broad mix of targets.
+    """
+    if pool_batches > 1:
+        pools = order.split(batch_size * pool_batches)
+        order = torch.cat([pool[torch.sort(lengths[pool], stable=True).indices] for pool in pools])
+    batches = order.split(batch_size)
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] if pool_batches > 1 \
+        else list(batches)
 
 
 def _selection_score(record: dict, metric: str) -> float:

@@ -2,6 +2,7 @@
 
 from dgi.data.arrays import ExampleArrays, to_arrays
 from dgi.data.beir import add_indexing_examples, indexing_examples, load_beir
+from dgi.data.carve import carve_message, carve_validation
 from dgi.data.loaders import (
     Dataset,
     embedding_check,
@@ -21,6 +22,8 @@ __all__ = [
     "ExampleArrays",
     "Item",
     "add_indexing_examples",
+    "carve_message",
+    "carve_validation",
     "embedding_check",
     "generate_synthetic",
     "indexing_examples",
