@@ -122,6 +122,9 @@ class TrainConfig(Section):
     eval_examples: int = Field(2000, ge=1, description="validation examples scored each epoch")
     select_metric: str = "ndcg@10"
     threads: int | None = Field(None, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where bf16 is native (CUDA with bf16, a CPU with "
+        "AVX512-BF16 or AMX), else fp32; code assignment, scaled logits and losses always run in fp32")
     device: str = Field("cpu", description="torch device for training and search: cpu, cuda, cuda:N or "
                         "auto (cuda when available); beam search bookkeeping stays on the CPU")
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgi.device import full_precision
+
 Geometry = Literal["cosine", "dot"]
 
 
@@ -27,6 +29,7 @@ class LearnableScale(nn.Module):
         return self.log_value.exp()
 
 
+@full_precision
 def similarity_logits(hidden: Tensor, weight: Tensor, geometry: Geometry, scale: Tensor | None = None) -> Tensor:
     """Logits of `hidden` [..., d] against the rows of `weight` [K, d]."""
     if geometry == "cosine":
@@ -35,6 +38,7 @@ def similarity_logits(hidden: Tensor, weight: Tensor, geometry: Geometry, scale:
     return hidden @ weight.T
 
 
+@full_precision
 def assignment_logits(residual: Tensor, codebook: Tensor, geometry: Geometry, scale: Tensor | None = None) -> Tensor:
     """Quantizer code scores: scaled cosine, or (unnormalized geometry) negative squared distance as in VQ."""
     if geometry == "cosine":

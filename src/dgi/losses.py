@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dgi.device import full_precision
+
 
 def next_token_per_example(logits: list[Tensor], codes: Tensor) -> Tensor:
     """Cross-entropy [B, m] of each example's hard code at each level (L_NTP is its mean)."""
@@ -27,6 +29,7 @@ def local_commitment(hard_residuals: Tensor, codewords: Tensor, beta: float) -> 
     return (codebook_term + beta * commitment).sum(-1).mean()
 
 
+@full_precision
 def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float,
              negatives: Tensor | None = None, negative_ids: Tensor | None = None) -> Tensor:
     """Contrastive loss between normalized z_q and the targets' z_base.

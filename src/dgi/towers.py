@@ -53,7 +53,7 @@ class TextProjection(nn.Module):
         z = self.linear(embeddings) + self.adapter(embeddings)
         if not self.normalize:
             return z if offset is None else z + offset
-        z = F.normalize(z, dim=-1)
+        z = F.normalize(z.float(), dim=-1)  # fp32 under autocast too: z_base decides the SID targets
         return z if offset is None else F.normalize(z + offset, dim=-1)
 
 
@@ -87,4 +87,4 @@ class ContextEncoder(nn.Module):
         memory = self.encoder(tokens, padding) if self.encoder is not None else tokens
         pool_at = torch.where(query_padding, length - 1, length)
         pooled = memory[torch.arange(batch), pool_at]
-        return Context(memory, padding, F.normalize(pooled, dim=-1) if self.normalize else pooled)
+        return Context(memory, padding, F.normalize(pooled.float(), dim=-1) if self.normalize else pooled)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
 from dgi.corpus import EncodedCorpus
-from dgi.device import resolve_device
+from dgi.device import autocast, autocast_dtype, resolve_device
 from dgi.evaluate import index_statistics
 from dgi.io import append_jsonl
 from dgi.losses import global_reconstruction, local_commitment
@@ -71,6 +71,7 @@ class Trainer:
         # memory, which ours do not): 9,550 fills, ~6% of a Beauty step's time, for nothing.
         torch.utils.deterministic.fill_uninitialized_memory = False
         self.device = resolve_device(config.train.device)
+        self.autocast_dtype = autocast_dtype(self.device, config.train.precision)
         self.model = build_model(config, corpus)
         self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width,
                                                     whiten=config.model.projection_init == "whitened_pca"))
@@ -168,7 +169,8 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs} {phase}", disable=not self.progress, leave=False)
         for batch in bar:
             self._set_learning_rate(phase)
-            output = self._losses(phase, batch)
+            with autocast(self.device, self.autocast_dtype):
+                output = self._losses(phase, batch)
             terms = output.terms
             total = sum(terms.values()) if phase == "quantizer" else self.model.weighted_total(terms)
             self.optimizer.zero_grad(set_to_none=True)
@@ -266,7 +268,8 @@ class Trainer:
         model = self.model
         record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 2), "step": self.state["step"],
                   "lr": self.optimizer.param_groups[0]["lr"], "tau": self.tau, "losses": losses,
-                  "item_grad_norm": [float(f"{norm:.5g}") for norm in self.item_grad_norms]}
+                  "item_grad_norm": [float(f"{norm:.5g}") for norm in self.item_grad_norms],
+                  "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None}
         if model.quantizer.scale is not None:
             record["gamma_quantizer"] = model.quantizer.scale().item()
         if model.heads.scales is not None:

@@ -1,0 +1,136 @@
+"""Decoder experiments on validation: variants of the schedule after a shared dense + joint run.
+
+  # a variant: copy a finished (or interrupted) run, change its config, continue it (`dgi train --resume`)
+  python benchmarks/decoder_experiments.py variant --base runs/beauty --out runs/exp/decoder-lr2e-3 \
+      --set train.decoder_epochs=4 --set train.decoder_lr=2e-3
+  # the table: one row per run directory, validation only, plus each run's learning-curve figure
+  python benchmarks/decoder_experiments.py table runs/beauty runs/exp/* \
+      --out benchmarks/results/decoder-experiments-amazon-beauty
+
+A variant continues from the base run's last checkpoint, so every variant shares the same towers up to
+the end of the base's joint phase (same seed, same data) and differs only in what the overrides change;
+a variant that changes the joint phase itself must be trained from scratch (`dgi train`) and is listed
+the same way. Nothing here reads the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from dgi import pipeline
+from dgi.config import _deep_merge, _parse_override, load_config
+from dgi.figures import learning_curves_png
+from dgi.run import RunDirectory
+
+RULES = ("lexicographic", "fused", "rerank")
+
+
+def run_variant(base: Path, out: Path, overrides: list[str]) -> None:
+    if out.exists():
+        raise SystemExit(f"{out} exists: pick a new --out (variants are never overwritten)")
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("eval-*"))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    for override in overrides:
+        config = _deep_merge(config, _parse_override(override))
+    load_config([], [], base=config)  # validate before writing
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (out / "variant.json").write_text(json.dumps({"base": str(base), "overrides": overrides}, indent=2))
+    pipeline.resume(out, progress=False)
+
+
+def row(run_dir: Path, metric: str) -> dict:
+    run = RunDirectory(run_dir)
+    records = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    state = run.state() or {}
+    best = next(r for r in records if r["epoch"] == state.get("best_epoch"))
+    generative = [r for r in records if "generative/lexicographic" in r["valid"]]
+    peak = {f"best {rule}": max((r["valid"][f"generative/{rule}"][metric] for r in generative), default=None)
+            for rule in RULES}
+    variant = json.loads((run_dir / "variant.json").read_text()) if (run_dir / "variant.json").exists() else {}
+    valid = best["valid"]
+    return {
+        "run": run_dir.name, "overrides": variant.get("overrides", []), "base": variant.get("base"),
+        "epochs": [f"{r['epoch']}:{r['phase']}" for r in records], "best_epoch": best["epoch"],
+        "selected_on": f"valid {metric} of the configured rule ({run.config().search.rule})",
+        "at_best_epoch": {method: valid[method][metric] for method in
+                          ("dense", *(f"generative/{rule}" for rule in RULES)) if method in valid},
+        "beam_recall": valid.get("beam_recall", {}).get("overall"),
+        "rerank_beam_recall": valid.get("rerank_beam_recall", {}).get("overall"),
+        "valid_ntp_accuracy": valid.get("ntp_accuracy", {}).get("overall"),
+        "train_ntp_accuracy": best.get("train", {}).get("ntp_accuracy", {}).get("overall"),
+        "invalid_sid_rate": valid.get("invalid_sid_rate"),
+        "peak_over_epochs": peak, "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "per_epoch": [{"epoch": r["epoch"], "phase": r["phase"], "seconds": r["seconds"],
+                       **{method: round(r["valid"][method][metric], 5) for method in
+                          ("dense", *(f"generative/{rule}" for rule in RULES)) if method in r["valid"]}}
+                      for r in records],
+    }, records
+
+
+def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for run_dir in run_dirs:
+        result, records = row(run_dir, metric)
+        rows.append(result)
+        (out / f"curves-{run_dir.name}.png").write_bytes(learning_curves_png(f"{run_dir.name} (validation)", records))
+    document = {"command": command, "git_commit": _git_commit(), "metric": metric, "split": "valid",
+                "machine": {"cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}, "rows": rows}
+    with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as tmp:
+        json.dump(document, tmp, indent=2)
+    os.replace(tmp.name, out / "experiments.json")
+    lines = [f"| run | overrides | best epoch | dense | lexicographic | fused | rerank | beam recall (20) | "
+             f"valid NTP acc | train NTP acc | train s |", "|---|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+    for r in rows:
+        at = r["at_best_epoch"]
+        cells = [at.get(m) for m in ("dense", "generative/lexicographic", "generative/fused", "generative/rerank")]
+        lines.append("| " + " | ".join([r["run"], "<br>".join(r["overrides"]) or "—", str(r["best_epoch"]),
+                                        *(f"{c:.4f}" if c is not None else "—" for c in cells),
+                                        _levels(r["beam_recall"]), _levels(r["valid_ntp_accuracy"]),
+                                        _levels(r["train_ntp_accuracy"]), f"{r['train_seconds']:.0f}"]) + " |")
+    (out / "experiments.md").write_text(f"Validation {metric} at each run's selected epoch.\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _levels(values: list[float] | None) -> str:
+    return " / ".join(f"{v:.3f}" for v in values) if values else "—"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    variant = commands.add_parser("variant")
+    variant.add_argument("--base", type=Path, required=True)
+    variant.add_argument("--out", type=Path, required=True)
+    variant.add_argument("--set", dest="overrides", action="append", default=[])
+    table = commands.add_parser("table")
+    table.add_argument("runs", type=Path, nargs="+")
+    table.add_argument("--out", type=Path, required=True)
+    table.add_argument("--metric", default="ndcg@10")
+    args = parser.parse_args()
+    if args.command == "variant":
+        run_variant(args.base, args.out, args.overrides)
+    else:
+        write_table(args.runs, args.out, args.metric, " ".join(["python", *map(shlex.quote, sys.argv)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Precision: bf16 autocast only where native, with assignments and scaled logits kept in fp32."""
+
+from __future__ import annotations
+
+import torch
+
+from dgi.config import load_config
+from dgi.device import autocast, autocast_dtype, cpu_has_native_bf16, full_precision
+from dgi.geometry import similarity_logits
+from dgi.model import Batch, DGIModel
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    with_amx, without = tmp_path / "amx", tmp_path / "avx2"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 amx_bf16 amx_tile\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert cpu_has_native_bf16(with_amx) and not cpu_has_native_bf16(without)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+
+
+def test_precision_setting():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "fp32") is None and autocast_dtype(cpu, "bf16") == torch.bfloat16
+    assert autocast_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+
+
+def test_scaled_logits_stay_fp32_under_bf16_autocast():
+    hidden, weight = torch.randn(4, 16), torch.randn(8, 16)
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        assert (hidden @ weight.T).dtype == torch.bfloat16  # autocast is on
+        logits = similarity_logits(hidden, weight, "cosine", torch.tensor(30.0))
+        doubled = full_precision(lambda x: x * 2)(hidden.bfloat16())
+    assert logits.dtype == torch.float32 and doubled.dtype == torch.float32
+    assert torch.allclose(logits, similarity_logits(hidden, weight, "cosine", torch.tensor(30.0)))
+
+
+def test_a_bf16_training_step_has_finite_fp32_losses_and_fp32_targets():
+    config = load_config([], ["model.width=16", "model.attention_heads=2", "quantizer.codebook_sizes=[8,8,8]"])
+    torch.manual_seed(0)
+    model = DGIModel(config, 24, [8, 8, 8])
+    items = torch.nn.functional.normalize(torch.randn(50, 24), dim=-1)
+    batch = Batch(torch.arange(12), torch.randint(-1, 50, (12, 20)), torch.full((12,), -1))
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        output = model.losses(batch, items, torch.zeros(0, 24), tau=0.5, generative=True)
+    assert all(term.dtype == torch.float32 and torch.isfinite(term) for term in output.terms.values())
+    model.weighted_total(output.terms).backward()
+    assert model.item_tower.linear.weight.grad is not None
