@@ -89,8 +89,8 @@ def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> N
     with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as tmp:
         json.dump(document, tmp, indent=2)
     os.replace(tmp.name, out / "experiments.json")
-    lines = [f"| run | overrides | best epoch | dense | lexicographic | fused | rerank | beam recall (20) | "
-             f"valid NTP acc | train NTP acc | train s |", "|---|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+    lines = ["| run | overrides | best epoch | dense | lexicographic | fused | rerank | beam recall (20) | "
+             "valid NTP acc | train NTP acc | train s |", "|---|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
     for r in rows:
         at = r["at_best_epoch"]
         cells = [at.get(m) for m in ("dense", "generative/lexicographic", "generative/fused", "generative/rerank")]
