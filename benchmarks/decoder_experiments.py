@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from dgi import pipeline
-from dgi.config import _deep_merge, _parse_override, load_config
+from dgi.config import apply_overrides, load_config
 from dgi.figures import learning_curves_png
 from dgi.run import RunDirectory
 
@@ -39,9 +39,7 @@ def run_variant(base: Path, out: Path, overrides: list[str]) -> None:
     if out.exists():
         raise SystemExit(f"{out} exists: pick a new --out (variants are never overwritten)")
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("eval-*"))
-    config = yaml.safe_load((out / "config.yaml").read_text())
-    for override in overrides:
-        config = _deep_merge(config, _parse_override(override))
+    config = apply_overrides(yaml.safe_load((out / "config.yaml").read_text()), overrides)
     load_config([], [], base=config)  # validate before writing
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (out / "variant.json").write_text(json.dumps({"base": str(base), "overrides": overrides}, indent=2))

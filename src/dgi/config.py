@@ -174,13 +174,20 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
         if not isinstance(layer, dict):
             raise ConfigError(f"{file}: a config file must be a mapping, got {type(layer).__name__}")
         merged = _deep_merge(merged, layer)
-    for override in overrides:
-        merged = _deep_merge(merged, _parse_override(override))
+    merged = apply_overrides(merged, overrides)
     try:
         return Config.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(f"invalid config ({', '.join(map(str, files)) or 'defaults'}"
                           f"{' + overrides' if overrides else ''}):\n{error}") from error
+
+
+def apply_overrides(mapping: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`mapping` (a config as nested dicts) with each `section.key=value` override applied in order."""
+    merged = dict(mapping)
+    for override in overrides:
+        merged = _deep_merge(merged, _parse_override(override))
+    return merged
 
 
 def dump_config(config: Config) -> str:

@@ -89,19 +89,12 @@ def fill_ranking(ranked: np.ndarray, scores: np.ndarray, fallback: np.ndarray,
     return filled, filled_scores
 
 
-def trec_rankings(retriever: Retriever, corpus: EncodedCorpus, split: str, depth: int, limit: int | None = None,
-                  rules: Sequence[str] = RULES) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Rankings `depth` deep (every item when there are fewer) for run files, per method as in `evaluate`.
-
-    A generative rule lists the items of its SID buckets, then the dense path's other items (`fill_ranking`):
-    a run file that stops at the buckets would judge the rule on far fewer results than the dense path.
-    """
-    dense = rank_split(retriever, corpus, split, "dense", depth, limit)
-    rules = rules if retriever.index is not None else ()
-    runs = {f"generative/{rule}": fill_ranking(*rank_split(retriever, corpus, split, "generative", depth, limit, rule),
-                                               *dense)
-            for rule in rules}
-    return {**runs, "dense": dense}
+def filled_rankings(rankings: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`evaluate`'s rankings with every generative rule completed by the dense path (`fill_ranking`): a
+    run file that stopped at the SID buckets would judge a rule on far fewer results than the dense path."""
+    dense = rankings["dense"]
+    return {method: fill_ranking(*ranking, *dense) if method != "dense" else ranking
+            for method, ranking in rankings.items()}
 
 
 def choose_rule(retriever: Retriever, corpus: EncodedCorpus, metric: str, limit: int | None,
@@ -138,14 +131,16 @@ def index_statistics(index: SIDIndex) -> dict:
 
 
 def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequence[int] = DEFAULT_KS,
-             rules: Sequence[str] = RULES, limit: int | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+             rules: Sequence[str] = RULES, limit: int | None = None,
+             depth: int | None = None) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Full report: every ranking rule, the dense path, popularity buckets, invalid-SID rate, index health.
 
     Metrics use the split's graded qrels when it has them (see `relevance`); popularity buckets
-    use each example's target. Returns the report and the rankings (per method) so callers can
-    write run files.
+    use each example's target. Returns the report and the rankings (per method, `depth` deep when
+    deeper than max(ks): one search serves the metrics, which read the top max(ks), and run files).
     """
     k = max(ks)
+    depth = max(k, depth or 0)
     rules = rules if retriever.index is not None else ()  # a dual encoder has the dense path only
     targets = corpus.splits[split].targets[:limit]  # popularity buckets follow the trained-toward item
     relevant = relevance(corpus.splits[split], limit)
@@ -159,9 +154,9 @@ def evaluate(retriever: Retriever, corpus: EncodedCorpus, split: str, ks: Sequen
     methods = [(f"generative/{rule}", "generative", rule) for rule in rules] + [("dense", "dense", None)]
     for name, method, rule in methods:
         started = time.perf_counter()
-        ranked, scores = rank_split(retriever, corpus, split, method, k, limit, rule)
+        ranked, scores = rank_split(retriever, corpus, split, method, depth, limit, rule)
         seconds = time.perf_counter() - started
-        per_query = per_query_metrics(ranked, relevant, ks)
+        per_query = per_query_metrics(ranked[:, :k], relevant, ks)  # the top k of a deeper ranking
         report["methods"][name] = {"overall": mean_metrics(per_query), "buckets": bucketed_metrics(per_query, targets, buckets),
                                    "query_ms": 1000 * seconds / max(len(targets), 1)}
         rankings[name] = (ranked, scores)

@@ -12,7 +12,7 @@ from dgi.corpus import EncodedCorpus, encode_corpus
 from dgi.data import carve_message, carve_validation, load_dataset
 from dgi.device import resolve_device
 from dgi.encoders import EmbeddingCache, cached_encoder
-from dgi.evaluate import evaluate, trec_rankings
+from dgi.evaluate import evaluate, filled_rankings
 from dgi.index import SIDIndex
 from dgi.io import write_json
 from dgi.metrics import write_trec_run
@@ -151,8 +151,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
     retriever = load_trained(run, corpus, device)
     with torch.no_grad():
-        report, _ = evaluate(retriever, corpus, split, limit=limit)
-        runs = trec_rankings(retriever, corpus, split, trec_depth, limit)
+        report, rankings = evaluate(retriever, corpus, split, limit=limit, depth=trec_depth)
+    runs = filled_rankings(rankings)
     out = Path(out_dir) if out_dir else run.path / f"eval-{split}"
     write_json(out / "metrics.json", report)
     example_ids = corpus.splits[split].example_ids[: report["n_examples"]]
