@@ -20,7 +20,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from dgi import pipeline
+from dgi.benchmark import git_commit
 from dgi.config import apply_overrides, load_config
 from dgi.figures import learning_curves_png
 from dgi.run import RunDirectory
@@ -82,7 +82,7 @@ def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> N
         result, records = row(run_dir, metric)
         rows.append(result)
         (out / f"curves-{run_dir.name}.png").write_bytes(learning_curves_png(f"{run_dir.name} (validation)", records))
-    document = {"command": command, "git_commit": _git_commit(), "metric": metric, "split": "valid",
+    document = {"command": command, "git_commit": git_commit(), "metric": metric, "split": "valid",
                 "machine": {"cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}, "rows": rows}
     with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as tmp:
         json.dump(document, tmp, indent=2)
@@ -102,14 +102,6 @@ def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> N
 
 def _levels(values: list[float] | None) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "—"
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

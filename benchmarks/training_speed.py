@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-import dgi
+from dgi.benchmark import git_commit
 from dgi.config import load_config
 from dgi.pipeline import prepare_corpus
 from dgi.run import RunDirectory
@@ -87,7 +86,7 @@ def main() -> None:
         validation = time_validation(trainer)
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
-        "git_commit": _git_commit(), "config": config.model_dump(mode="json"),
+        "git_commit": git_commit(), "config": config.model_dump(mode="json"),
         "threads": torch.get_num_threads(), "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "autocast": getattr(trainer, "autocast_dtype", None) and str(trainer.autocast_dtype).removeprefix("torch."),
         "phases": phases, "validation": validation,
@@ -106,14 +105,6 @@ def main() -> None:
               f"({timing['steps_per_epoch']} steps{', extrapolated' if timing['extrapolated'] else ''})")
     print(f"{args.label} validation: {validation['seconds']:.1f} s for {validation['examples']} examples; "
           f"wrote {args.out}")
-
-
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(dgi.__file__).parent).stdout.strip()  # the code timed
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _cpu_model() -> str:

@@ -1,0 +1,35 @@
+"""benchmarks/decoder_experiments.py: a variant continues a copy of a run; the table reads validation only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import yaml
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "decoder_experiments.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("decoder_experiments", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variant_continues_a_copy_and_the_table_lists_it(trained_run, tmp_path):
+    experiments = load_script()
+    variant = tmp_path / "decoder-1"
+    experiments.run_variant(trained_run, variant, ["train.decoder_epochs=1"])
+    assert yaml.safe_load((variant / "config.yaml").read_text())["train"]["decoder_epochs"] == 1
+    phases = [json.loads(line)["phase"] for line in (variant / "log.jsonl").read_text().splitlines()]
+    assert phases == ["dense", "joint", "joint", "decoder"]
+    assert len((trained_run / "log.jsonl").read_text().splitlines()) == 3  # the base is untouched
+    out = tmp_path / "table"
+    experiments.write_table([trained_run, variant], out, "ndcg@10", "test")
+    rows = json.loads((out / "experiments.json").read_text())["rows"]
+    assert [row["run"] for row in rows] == ["dgi", "decoder-1"] and rows[1]["overrides"] == ["train.decoder_epochs=1"]
+    assert rows[1]["per_epoch"][-1]["phase"] == "decoder" and len(rows[1]["beam_recall"]) == 3
+    assert (out / "curves-decoder-1.png").read_bytes().startswith(b"\x89PNG")
+    assert "decoder-1" in (out / "experiments.md").read_text()
