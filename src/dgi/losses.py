@@ -17,6 +17,11 @@ def next_token_per_example(logits: list[Tensor], codes: Tensor) -> Tensor:
                         for j, level_logits in enumerate(logits)], dim=1)
 
 
+def next_token_hits(logits: list[Tensor], codes: Tensor) -> Tensor:
+    """[B, m] bool: whether each level's argmax is the example's hard code (token accuracy)."""
+    return torch.stack([level_logits.argmax(-1) == codes[:, j] for j, level_logits in enumerate(logits)], dim=1)
+
+
 def global_reconstruction(z: Tensor, reconstruction: Tensor) -> Tensor:
     """L_Global: 1 - cos(z_base, sum_j z~_j) — reconstruction by direction, not MSE."""
     return (1.0 - F.cosine_similarity(z, reconstruction, dim=-1)).mean()

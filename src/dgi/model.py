@@ -166,7 +166,7 @@ class DGIModel(nn.Module):
             terms["global"] = losses.global_reconstruction(z, quantized.reconstruction)
             terms["local"] = losses.local_commitment(quantized.hard_residuals, codewords, weights.commitment_beta)
             terms["diversity"] = losses.code_diversity(quantized.probs)
-        correct = torch.stack([level.argmax(-1) == quantized.codes[:, j] for j, level in enumerate(logits)], dim=1)
+        correct = losses.next_token_hits(logits, quantized.codes)
         return Losses(terms, NextTokenDetail(per_example.detach(), correct, batch.targets))
 
     def decoder_losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Losses:
@@ -179,7 +179,7 @@ class DGIModel(nn.Module):
         codes = self.frozen_codes[batch.targets]
         logits = self.level_logits(context, self.quantizer.codewords(codes))
         per_example = losses.next_token_per_example(logits, codes)
-        correct = torch.stack([level.argmax(-1) == codes[:, j] for j, level in enumerate(logits)], dim=1)
+        correct = losses.next_token_hits(logits, codes)
         return Losses({"ntp": per_example.mean()}, NextTokenDetail(per_example.detach(), correct, batch.targets))
 
     def train_decoder_only(self) -> None:

@@ -13,7 +13,7 @@ from dgi.config import SearchConfig
 from dgi.data import Item
 from dgi.encoders import EmbeddingCache
 from dgi.index import SIDIndex
-from dgi.losses import next_token_per_example
+from dgi.losses import next_token_hits, next_token_per_example
 from dgi.model import DGIModel
 from dgi.search import Beams, Ranking, beam_search, rank_items
 from dgi.towers import Context
@@ -104,7 +104,7 @@ class Retriever:
         codes = codes.to(self.device)
         logits = self.model.level_logits(context, self.model.quantizer.codewords(codes))
         loss = next_token_per_example(logits, codes)
-        correct = torch.stack([level.argmax(-1) == codes[:, j] for j, level in enumerate(logits)], dim=1)
+        correct = next_token_hits(logits, codes)
         return loss.cpu(), correct.cpu()
 
     # ----- text API ----------------------------------------------------------------------------
