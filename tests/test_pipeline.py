@@ -17,6 +17,7 @@ from dgi.metrics import mean_metrics, per_query_metrics
 from dgi.retriever import load_retriever
 from dgi.run import RunDirectory
 from dgi.train import build_model
+from dgi.validation import validation_report
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +237,12 @@ def test_device_setting_resolves_or_fails_clearly():
 def _popularity_hit_at_10(corpus, limit: int) -> float:
     ranked, _ = PopularityBaseline().fit(corpus).rank(corpus, "valid", 10, limit)
     return mean_metrics(per_query_metrics(ranked, corpus.splits["valid"].targets[:limit]))["hit@10"]
+
+
+def test_lean_validation_scores_the_configured_rule_like_the_full_report(trained_run, tiny_corpus):
+    retriever = load_retriever(trained_run)
+    full = validation_report(retriever, tiny_corpus, "valid", 150, generative=True)
+    lean = validation_report(retriever, tiny_corpus, "valid", 150, generative=True, diagnostics=False)
+    rule = f"generative/{retriever.search_config.rule}"
+    assert set(lean) == {"dense", rule, "generative"}
+    assert lean[rule] == full[rule] == lean["generative"] and lean["dense"] == full["dense"]

@@ -76,10 +76,14 @@ class Retriever:
     def generate(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int,
                  rule: str | None = None, beam_size: int | None = None) -> Ranking:
         """Constrained beam search, then the ranking rule inside/over the SID buckets."""
+        return self.generate_from_context(self.context(history, query_embeddings, has_query), k, rule, beam_size)
+
+    @torch.no_grad()
+    def generate_from_context(self, context: Context, k: int, rule: str | None = None,
+                              beam_size: int | None = None) -> Ranking:
         config = self.search_config
         rule = rule or config.rule
         beam_size = beam_size or (config.rerank_beam_size if rule == "rerank" else config.beam_size)
-        context = self.context(history, query_embeddings, has_query)
         return self.rank(context, self.beams(context, beam_size), k, rule)
 
     def rank(self, context: Context, beams: Beams, k: int, rule: str) -> Ranking:

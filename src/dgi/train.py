@@ -283,7 +283,8 @@ class Trainer:
         if self.train_stats:
             record["train"] = {name: stat.summary(self.buckets.names) for name, stat in self.train_stats.items()}
         record["valid"] = validation_report(retriever, self.corpus, "valid", self.config.train.eval_examples,
-                                            generative=self.state["index_ready"] and phase != "dense")
+                                            generative=self.state["index_ready"] and phase != "dense",
+                                            diagnostics=self.config.train.diagnostics)
         return record
 
     def _warn_on_collapse(self, unique_share: float) -> None:

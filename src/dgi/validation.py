@@ -57,15 +57,17 @@ def prefix_recall(beams: Beams, target_codes: Tensor) -> Tensor:
 
 
 def validation_report(retriever: Retriever, corpus: EncodedCorpus, split: str, limit: int,
-                      generative: bool) -> dict:
-    """Metrics of the dense path and (once an index exists) of every ranking rule, plus the diagnostics.
+                      generative: bool, diagnostics: bool = True) -> dict:
+    """Metrics of the dense path and (once an index exists) of the ranking rules, plus the diagnostics.
 
-    `generative` holds the configured rule's metrics: the best epoch is selected on it.
+    `generative` holds the configured rule's metrics: the best epoch is selected on it. Without
+    `diagnostics` only the dense path and the configured rule are scored (one beam search per batch).
     """
     config = retriever.search_config
     n = split_size(corpus, split, limit)
     k = max(DEFAULT_KS)
-    methods = ["dense"] + ([f"generative/{rule}" for rule in RULES] if generative else [])
+    rules = (RULES if diagnostics else (config.rule,)) if generative else ()
+    methods = ["dense"] + [f"generative/{rule}" for rule in rules]
     ranked = {method: np.full((n, k), -1, dtype=np.int64) for method in methods}
     targets = corpus.splits[split].targets[:n]
     buckets = popularity_buckets(corpus.popularity)
@@ -78,6 +80,10 @@ def validation_report(retriever: Retriever, corpus: EncodedCorpus, split: str, l
         context = retriever.context(history, queries, has_query)
         ranked["dense"][rows] = retriever.dense_from_context(context, k)[0].numpy()
         if not generative:
+            continue
+        if not diagnostics:
+            items = retriever.generate_from_context(context, k).items
+            ranked[f"generative/{config.rule}"][rows, : items.shape[1]] = items.numpy()
             continue
         target_codes = retriever.index.codes[torch.from_numpy(targets[rows])]
         beams = retriever.beams(context, config.beam_size)
@@ -96,6 +102,7 @@ def validation_report(retriever: Retriever, corpus: EncodedCorpus, split: str, l
     report: dict = {method: mean_metrics(per_query_metrics(ranking, relevant)) for method, ranking in ranked.items()}
     if generative:
         report["generative"] = report[f"generative/{config.rule}"]
+    if generative and diagnostics:
         report["invalid_sid_rate"] = invalid / max(total, 1)
         report["beam_size"], report["rerank_beam_size"] = config.beam_size, config.rerank_beam_size
         report.update({name: stat.summary(buckets.names) for name, stat in stats.items()})
