@@ -14,7 +14,7 @@ from dgi.baselines import PopularityBaseline
 from dgi.cli import app
 from dgi.data import Item
 from dgi.metrics import mean_metrics, per_query_metrics
-from dgi.retriever import load_retriever
+from dgi.pipeline import load_retriever
 from dgi.run import RunDirectory
 from dgi.train import build_model
 from dgi.validation import validation_report

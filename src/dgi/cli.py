@@ -126,16 +126,30 @@ def evaluate(
 
 
 @app.command()
-def search(
+def export(
     run: Annotated[Path, typer.Argument(help="run directory")],
+    out: Annotated[Path, typer.Argument(help="new model directory (replaced atomically if it exists)")],
+) -> None:
+    """Write a run's best model as a self-contained model directory: search and serve it with no dataset."""
+    from dgi import pipeline
+    from dgi.run import RunDirectory
+
+    path = pipeline.export_model(RunDirectory(run), out=out)
+    size = sum(file.stat().st_size for file in path.iterdir())
+    console.print(f"wrote {path} ({size / 1e6:.1f} MB)")
+
+
+@app.command()
+def search(
+    run: Annotated[Path, typer.Argument(help="model directory (dgi export) or run directory")],
     query: Annotated[str, typer.Argument(help="query text ('' for none)")] = "",
     history: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")] = "",
     k: Annotated[int, typer.Option(help="number of results")] = 10,
     rule: Annotated[Optional[str], typer.Option(help="lexicographic | fused | rerank")] = None,
     beam: Annotated[Optional[int], typer.Option(help="beam size")] = None,
 ) -> None:
-    """Search a trained run with a query and/or a history."""
-    from dgi.retriever import load_retriever
+    """Search a trained model with a query and/or a history."""
+    from dgi.pipeline import load_retriever
 
     retriever = load_retriever(run)
     items = [item.strip() for item in history.split(",") if item.strip()]

@@ -78,6 +78,10 @@ class EmbeddingCache:
         return np.stack([self._vectors[key] for key in keys])
 
     @property
+    def name(self) -> str:
+        return self.encoder.name
+
+    @property
     def dim(self) -> int:
         self._load()
         if self._vectors:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+
+from dgi.io import CorruptFileError, save_tensors
 
 _INT64_MAX = 2**63 - 1
 
@@ -149,24 +148,21 @@ class SIDIndex:
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write safetensors atomically (temp file + os.replace), sizes in the metadata."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"codes": self.codes.contiguous()}, tmp,
-                      metadata={"codebook_sizes": json.dumps(list(self.codebook_sizes))})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write safetensors atomically, sizes in the metadata."""
+        save_tensors(path, {"codes": self.codes}, metadata={"codebook_sizes": json.dumps(list(self.codebook_sizes))})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SIDIndex:
         """Read a file written by ``save`` (codes are re-validated)."""
-        with safe_open(str(path), framework="pt") as f:
-            sizes = json.loads(f.metadata()["codebook_sizes"])
-            codes = f.get_tensor("codes")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                sizes = json.loads(f.metadata()["codebook_sizes"])
+                codes = f.get_tensor("codes")
+        except FileNotFoundError:
+            raise CorruptFileError(path, "SID index is missing") from None
+        except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+            raise CorruptFileError(path, f"not a SID index written by dgi ({error})",
+                                   "it was truncated or overwritten; rerun training or restore the file") from None
         return cls.build(codes, sizes)
 
     # ---------------------------------------------------------------- internals

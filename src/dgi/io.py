@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -12,7 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+
+class CorruptFileError(ValueError):
+    """A file the project wrote is missing, truncated or not what its name says: named, with what to do."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, remedy: str = "") -> None:
+        super().__init__(path, problem, remedy)
+        self.path, self.problem, self.remedy = Path(path), problem, remedy
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}" + (f"; {self.remedy}" if self.remedy else "")
 
 
 @contextmanager
@@ -29,6 +43,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling directory; it replaces `path` only if the block succeeds.
+
+    Readers see the old directory or the new one, never a mix: the old one is renamed aside first
+    and deleted after the new one is in place.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield tmp
+        aside = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(target, aside)
+        os.replace(tmp, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -61,7 +107,14 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tenso
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """Every tensor of a safetensors file; a missing, empty or truncated file is a CorruptFileError."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CorruptFileError(path, "file is missing") from None
+    except (SafetensorError, OSError) as error:
+        raise CorruptFileError(path, f"not a readable safetensors file ({os.path.getsize(path)} bytes: {error})",
+                               "it was truncated or overwritten; restore it or rerun the step that wrote it") from None
 
 
 def _json_default(value: Any) -> Any:

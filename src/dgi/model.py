@@ -59,6 +59,12 @@ class DGIModel(nn.Module):
         # Filled when a frozen (two-stage) quantizer fixes the codes; saved with the weights.
         self.register_buffer("frozen_codes", torch.zeros(0, len(codebook_sizes), dtype=torch.long))
 
+    def load_weights(self, state: dict[str, Tensor]) -> None:
+        """load_state_dict, sizing `frozen_codes` first: its length is only known once the codes were fixed."""
+        if "frozen_codes" in state:
+            self.frozen_codes = state["frozen_codes"].clone()
+        self.load_state_dict(state)
+
     # ----- representations -------------------------------------------------------------------
     def init_projections(self, weight: Tensor, bias: Tensor) -> None:
         self.item_tower.init_projection(weight, bias)

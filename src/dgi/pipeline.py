@@ -16,6 +16,7 @@ from dgi.evaluate import evaluate, filled_rankings
 from dgi.index import SIDIndex
 from dgi.io import write_json
 from dgi.metrics import write_trec_run
+from dgi.model_dir import is_model_dir
 from dgi.retriever import Retriever
 from dgi.run import RunDirectory
 from dgi.train import Trainer, build_model
@@ -97,6 +98,7 @@ def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = No
         info["valid_carve"] = corpus.dataset.meta["valid_carve"]
     run.create(config, info)
     trainer.fit()
+    export_model(run, corpus)
     return run
 
 
@@ -104,10 +106,32 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunDirectory:
     """Continue an interrupted run from its last checkpoint."""
     run = RunDirectory(Path(run_dir))
     config = run.config()
-    trainer = Trainer(config, prepare_corpus(config), run, progress)
+    corpus = prepare_corpus(config)
+    trainer = Trainer(config, corpus, run, progress)
     trainer.resume()
     trainer.fit()
+    export_model(run, corpus)
     return run
+
+
+def export_model(run: RunDirectory, corpus: EncodedCorpus | None = None, out: str | Path | None = None) -> Path:
+    """Write the best checkpoint as a self-contained model directory (default: RUN/model, which
+    `load_retriever(RUN)` then loads without the dataset). A run that has one already is copied from it."""
+    if corpus is None and out is not None and is_model_dir(run.model_dir):
+        return Retriever.load(run.model_dir).save(out)
+    return load_trained(run, corpus).save(out or run.model_dir)
+
+
+def load_retriever(path: str | Path) -> Retriever:
+    """A model directory (`Retriever.save`), or a run directory: its exported model/ when training wrote
+    one (no dataset needed), else its best checkpoint over the re-prepared dataset."""
+    path = Path(path)
+    if is_model_dir(path):
+        return Retriever.load(path)
+    run = RunDirectory(path)
+    if is_model_dir(run.model_dir):
+        return Retriever.load(run.model_dir)
+    return load_trained(run)
 
 
 def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device: str | None = None) -> Retriever:
@@ -124,8 +148,10 @@ def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device:
     target = resolve_device(device or "cpu")
     index = SIDIndex.load(run.index_file) if run.index_file.exists() else None
     texts = [item.text for item in corpus.dataset.items]
-    return Retriever(model.to(target).eval(), index, corpus.item_embeddings.to(target), corpus.item_ids, texts,
-                     config.search, text_encoder(config))
+    model = model.to(target).eval()
+    with torch.no_grad():
+        vectors = model.catalog_vectors(corpus.item_embeddings.to(target))
+    return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, text_encoder(config))
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,

@@ -11,10 +11,11 @@ from torch import Tensor
 
 from dgi.config import SearchConfig
 from dgi.data import Item
-from dgi.encoders import EmbeddingCache
+from dgi.encoders import SentenceTransformerEncoder, TextEncoder
 from dgi.index import SIDIndex
 from dgi.losses import next_token_hits, next_token_per_example
 from dgi.model import DGIModel
+from dgi.model_dir import EncoderSpec, ModelFiles
 from dgi.search import Beams, Ranking, beam_search, rank_items
 from dgi.towers import Context
 
@@ -30,33 +31,62 @@ class SearchHit:
 
 
 class Retriever:
-    def __init__(self, model: DGIModel, index: SIDIndex | None, item_embeddings: Tensor, item_ids: Sequence[str],
-                 item_texts: Sequence[str], search: SearchConfig, encoder: EmbeddingCache | None = None) -> None:
+    """Search over a catalogue of item vectors: the model's context encoder and decoder, the SID index."""
+
+    def __init__(self, model: DGIModel, index: SIDIndex | None, item_vectors: Tensor, item_ids: Sequence[str],
+                 item_texts: Sequence[str], search: SearchConfig, encoder: TextEncoder | None = None) -> None:
         self.model = model.eval()
         self.index = index
-        self.item_embeddings = item_embeddings
+        self.item_vectors = item_vectors
         self.item_ids = list(item_ids)
         self.item_texts = list(item_texts)
         self.search_config = search
         self.encoder = encoder
-        self.device = item_embeddings.device  # the model's; beams and rankings come back on the CPU
-        with torch.no_grad():
-            self.item_vectors = model.catalog_vectors(item_embeddings)
+        self.device = item_vectors.device  # the model's; beams and rankings come back on the CPU
         self._cpu_item_vectors = self.item_vectors.cpu()  # ranking inside SID buckets runs on the CPU
         self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
 
     @classmethod
     def from_model(cls, model: DGIModel, item_embeddings: Tensor, item_ids: Sequence[str], item_texts: Sequence[str],
-                   search: SearchConfig, encoder: EmbeddingCache | None = None) -> Retriever:
-        """Index every item with its hard SID (the fixed table of a frozen quantizer)."""
+                   search: SearchConfig, encoder: TextEncoder | None = None, indexed: bool = True) -> Retriever:
+        """The catalogue's item vectors, each item indexed with its hard SID (the fixed table of a frozen
+        quantizer); `indexed=False` leaves the index out (the dense path only)."""
         model.eval()
-        if len(model.frozen_codes):
-            codes = model.frozen_codes
-        else:
-            with torch.no_grad():
-                codes = model.quantizer.encode(model.catalog_vectors(item_embeddings))
-        index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
-        return cls(model, index, item_embeddings, item_ids, item_texts, search, encoder)
+        with torch.no_grad():
+            vectors = model.catalog_vectors(item_embeddings)
+            index = None
+            if indexed:
+                codes = model.frozen_codes if len(model.frozen_codes) else model.quantizer.encode(vectors)
+                index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
+        return cls(model, index, vectors, item_ids, item_texts, search, encoder)
+
+    # ----- the self-contained model directory (dgi.model_dir) --------------------------------
+    def save(self, path: str | Path, encoder: EncoderSpec | None = None) -> Path:
+        """Write a model directory that `load` serves from with no dataset, cache or run files.
+
+        `encoder` describes the text encoder; by default it is fingerprinted from `self.encoder`.
+        """
+        if encoder is None:
+            if self.encoder is None:
+                raise ValueError("saving needs the text encoder (to record which one the model expects)")
+            encoder = getattr(self.encoder, "spec", None) or EncoderSpec.of(self.encoder)
+        trained = self.model.item_id_embedding.num_embeddings if self.model.item_id_embedding is not None else 0
+        return ModelFiles(self.model.config, self.model.state_dict(), self.item_vectors.cpu(),
+                          None if self.index is None else self.index.codes, self.item_ids, self.item_texts, encoder,
+                          self.model.quantizer.codebook_sizes, trained).write(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", encoder: TextEncoder | None = None) -> Retriever:
+        """A retriever from a model directory; its text encoder is checked against the fingerprint on first use."""
+        files = ModelFiles.read(path)
+        model = DGIModel(files.config, files.encoder.dim, list(files.codebook_sizes), files.trained_items)
+        model.load_weights(files.weights)
+        index = None if files.codes is None else SIDIndex.build(files.codes, files.codebook_sizes)
+        text = CheckedEncoder(encoder or SentenceTransformerEncoder(files.encoder.name), files.encoder, Path(path))
+        vectors = files.item_vectors.to(device)
+        if files.config.model.geometry == "cosine":  # unit norm again after the fp16 round trip
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return cls(model.to(device), index, vectors, files.item_ids, files.item_texts, files.config.search, text)
 
     # ----- batched search over integer inputs --------------------------------------------------
     @torch.no_grad()
@@ -169,7 +199,6 @@ class Retriever:
             vectors = self.model.item_vectors(embeddings)
             if self.index is not None:
                 self.index.add_items(self.model.quantizer.encode(vectors).cpu())
-        self.item_embeddings = torch.cat([self.item_embeddings, embeddings])
         self.item_vectors = torch.cat([self.item_vectors, vectors])
         self._cpu_item_vectors = self.item_vectors.cpu()
         for item in items:
@@ -178,8 +207,16 @@ class Retriever:
             self.item_texts.append(item.text)
 
 
-def load_retriever(run_dir: str | Path) -> Retriever:
-    """Load a trained run directory (see dgi.run)."""
-    from dgi.run import RunDirectory
+class CheckedEncoder:
+    """A text encoder that must embed like the one the model was trained with (checked on first use)."""
 
-    return RunDirectory(Path(run_dir)).retriever()
+    def __init__(self, encoder: TextEncoder, spec: EncoderSpec, source: Path) -> None:
+        self.encoder, self.spec, self.source = encoder, spec, source
+        self.name = encoder.name
+        self._checked = False
+
+    def encode(self, texts: Sequence[str]):
+        if not self._checked:
+            self.spec.check(self.encoder, self.source)
+            self._checked = True
+        return self.encoder.encode(texts)

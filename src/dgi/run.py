@@ -7,6 +7,8 @@
     state.json            training progress (epoch, step, best so far)
     sid_index.safetensors SID table of the best model (absent for a dense-only dual encoder)
     log.jsonl             one line per epoch: every loss term, gamma, tau, code usage, collisions, validation
+    model/                the best checkpoint as a self-contained model directory (dgi.model_dir), written
+                          when training ends: what search and serving load
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from dgi.config import Config, dump_config, load_config
 from dgi.io import load_tensors, save_tensors, write_json, write_text
+from dgi.model import DGIModel
 
 
 @dataclass
@@ -36,6 +39,7 @@ class RunDirectory:
     state_file = property(lambda self: self.path / "state.json")
     index_file = property(lambda self: self.path / "sid_index.safetensors")
     log_file = property(lambda self: self.path / "log.jsonl")
+    model_dir = property(lambda self: self.path / "model")
 
     def exists(self) -> bool:
         return self.config_file.exists() and self.info_file.exists()
@@ -65,16 +69,8 @@ class RunDirectory:
         save_tensors(path, {name: tensor.detach().cpu() for name, tensor in tensors.items()})
 
     @staticmethod
-    def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    def load_weights(path: Path, model: DGIModel) -> dict[str, torch.Tensor]:
         """Load model weights in place; return the remaining (non-model) tensors."""
         tensors = load_tensors(path)
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        if "frozen_codes" in state:  # the buffer's size is only known once the codes were fixed
-            model.frozen_codes = state["frozen_codes"].clone()
-        model.load_state_dict(state)
+        model.load_weights({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         return {k: v for k, v in tensors.items() if not k.startswith("model.")}
-
-    def retriever(self):
-        from dgi.pipeline import load_trained
-
-        return load_trained(self)

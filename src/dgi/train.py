@@ -279,7 +279,8 @@ class Trainer:
             record["index"] = index_statistics(retriever.index)
             self._warn_on_collapse(record["index"]["collisions"]["unique_share"])
         else:
-            retriever = Retriever(model, None, self.item_embeddings, self.corpus.item_ids, [], self.config.search)
+            retriever = Retriever.from_model(model, self.item_embeddings, self.corpus.item_ids, [], self.config.search,
+                                             indexed=False)
         if self.train_stats:
             record["train"] = {name: stat.summary(self.buckets.names) for name, stat in self.train_stats.items()}
         record["valid"] = validation_report(retriever, self.corpus, "valid", self.config.train.eval_examples,
