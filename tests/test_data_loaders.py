@@ -197,4 +197,50 @@ def test_saved_files_are_plain_json_lines(tmp_path: Path) -> None:
     assert first_item == {"id": "a", "text": "Nordvik trail running shoe, blue",
                           "embedding": [0.5, -1.0, 2.0], "brand": "Nordvik"}
     meta = json.loads((tmp_path / "dataset.json").read_text())
+    files = meta.pop("files")
     assert meta == {"name": "tiny", "source": "unit test"}
+    assert set(files) == {"items.jsonl", "train.jsonl", "valid.jsonl", "test.jsonl"}
+    assert files["items.jsonl"]["bytes"] == (tmp_path / "items.jsonl").stat().st_size
+
+
+def test_a_failed_save_leaves_the_previous_dataset_whole(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "data"
+    sample_dataset().save(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    from dgi.data import loaders
+
+    calls = {"n": 0}
+    real = loaders.write_examples
+
+    def killed_after_one_split(path, examples):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed while writing the second split")
+        real(path, examples)
+
+    monkeypatch.setattr(loaders, "write_examples", killed_after_one_split)
+    with pytest.raises(KeyboardInterrupt):
+        sample_dataset().save(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary directory left
+
+
+def test_a_mixed_or_damaged_dataset_directory_is_refused(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    sample_dataset().save(first)
+    other = sample_dataset()
+    other.splits["valid"] = other.splits["train"][:2]
+    other.save(second)
+    (first / "valid.jsonl").write_bytes((second / "valid.jsonl").read_bytes())  # a file from another preparation
+    with pytest.raises(DataError, match="valid.jsonl.*sha256 differs"):
+        load_dataset(first)
+    (first / "valid.jsonl").unlink()
+    with pytest.raises(DataError, match="valid.jsonl.*missing"):
+        load_dataset(first)
+
+
+def test_save_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a dataset directory"):
+        sample_dataset().save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -104,6 +104,7 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tenso
     contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=dict(metadata or {}))
+        os.chmod(tmp, 0o666 & ~_umask())  # save_file recreates the file owner-only
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

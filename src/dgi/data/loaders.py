@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from dgi.data.schema import DataError, Example, Item
+from dgi.io import atomic_directory, sha256_file
 
 ITEMS_FILE = "items.jsonl"
 META_FILE = "dataset.json"
@@ -280,15 +281,43 @@ class Dataset:
         return np.bincount(targets, minlength=len(self.items)).astype(np.int64)
 
     def save(self, directory: Path) -> None:
-        """Write every file of the dataset directory, each one atomically."""
+        """Write the dataset directory whole: into a temporary sibling, renamed into place at the end.
+
+        dataset.json lists every file with its size and sha256, so `load_dataset` refuses a directory
+        that was mixed or damaged afterwards. An existing directory is replaced only if it is a dataset.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_items(directory / ITEMS_FILE, self.items)
-        for split in SPLITS:
-            write_examples(directory / f"{split}.jsonl", self.splits.get(split, []))
-        meta = {"name": self.name, **{k: v for k, v in self.meta.items() if k != "name"}}
-        _write_lines_atomic(directory / META_FILE,
-                            [json.dumps(meta, ensure_ascii=False, allow_nan=False, indent=2)])
+        if directory.exists() and any(directory.iterdir()) and not (
+                (directory / ITEMS_FILE).exists() or (directory / META_FILE).exists()):
+            raise FileExistsError(f"{directory} exists and is not a dataset directory: refusing to replace it")
+        with atomic_directory(directory) as tmp:
+            write_items(tmp / ITEMS_FILE, self.items)
+            for split in SPLITS:
+                write_examples(tmp / f"{split}.jsonl", self.splits.get(split, []))
+            files = {file.name: {"bytes": file.stat().st_size, "sha256": sha256_file(file)}
+                     for file in sorted(tmp.iterdir())}
+            meta = {"name": self.name, **{k: v for k, v in self.meta.items() if k not in ("name", "files")},
+                    "files": files}
+            _write_lines_atomic(tmp / META_FILE, [json.dumps(meta, ensure_ascii=False, allow_nan=False, indent=2)])
+
+
+def _verify_files(directory: Path, files: Any) -> None:
+    """Each file the manifest lists has its recorded size and sha256, and no split file is unlisted."""
+    meta_path = directory / META_FILE
+    if not isinstance(files, dict):
+        raise DataError(meta_path, 0, "files", f"expected an object, got {_json_type(files)}")
+    remedy = "the directory is damaged or mixes two preparations: prepare it again"
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise DataError(path, 0, None, f"listed in {META_FILE} but missing; {remedy}")
+        if not isinstance(expected, dict) or path.stat().st_size != expected.get("bytes") \
+                or sha256_file(path) != expected.get("sha256"):
+            raise DataError(path, 0, None, f"size or sha256 differs from {META_FILE}; {remedy}")
+    unlisted = [f"{split}.jsonl" for split in SPLITS if (directory / f"{split}.jsonl").exists()
+                and f"{split}.jsonl" not in files]
+    if unlisted:
+        raise DataError(directory / unlisted[0], 0, None, f"not listed in {META_FILE}; {remedy}")
 
 
 def _load_meta(path: Path) -> dict[str, Any]:
@@ -307,6 +336,9 @@ def _load_meta(path: Path) -> dict[str, Any]:
 def load_dataset(directory: Path) -> Dataset:
     """Load and validate a dataset directory; valid.jsonl and dataset.json are optional."""
     directory = Path(directory)
+    meta = _load_meta(directory / META_FILE)
+    if "files" in meta:  # written by Dataset.save; hand-made directories have no manifest
+        _verify_files(directory, meta.pop("files"))
     items = load_items(directory / ITEMS_FILE)
     item_ids = {item.id for item in items}
     splits: dict[str, list[Example]] = {}
@@ -316,7 +348,6 @@ def load_dataset(directory: Path) -> Dataset:
             splits[split] = load_examples(path, item_ids, split)
         else:
             splits[split] = []
-    meta = _load_meta(directory / META_FILE)
     name = meta.pop("name", None)
     if name is not None and not isinstance(name, str):
         raise DataError(directory / META_FILE, 0, "name",
