@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -115,6 +115,18 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise CorruptFileError(path, "file is missing") from None
     except (SafetensorError, OSError) as error:
         raise CorruptFileError(path, f"not a readable safetensors file ({os.path.getsize(path)} bytes: {error})",
+                               "it was truncated or overwritten; restore it or rerun the step that wrote it") from None
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file, read from its header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except FileNotFoundError:
+        raise CorruptFileError(path, "file is missing") from None
+    except (SafetensorError, OSError) as error:
+        raise CorruptFileError(path, f"not a readable safetensors file ({error})",
                                "it was truncated or overwritten; restore it or rerun the step that wrote it") from None
 
 

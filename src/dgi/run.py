@@ -3,8 +3,8 @@
     config.yaml           resolved configuration
     run.json              dataset path, text encoder, codebook sizes, text dimension
     model.safetensors     best weights (selected on validation)
-    last.safetensors      latest weights + optimizer + RNG state, for --resume
-    state.json            training progress (epoch, step, best so far)
+    last.safetensors      latest weights + optimizer + RNG + training state (one atomic file), for --resume
+    state.json            training progress (epoch, step, best so far): a readable copy of the checkpoint's
     sid_index.safetensors SID table of the best model (absent for a dense-only dual encoder)
     log.jsonl             one line per epoch: every loss term, gamma, tau, code usage, collisions, validation
     model/                the best checkpoint as a self-contained model directory (dgi.model_dir), written
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from dgi.config import Config, dump_config, load_config
-from dgi.io import load_tensors, save_tensors, write_json, write_text
+from dgi.io import CorruptFileError, load_tensors, read_metadata, save_tensors, write_json, write_text
 from dgi.model import DGIModel
 
 
@@ -58,15 +58,33 @@ class RunDirectory:
         return json.loads(self.info_file.read_text(encoding="utf-8"))
 
     def state(self) -> dict[str, Any] | None:
+        """Training progress as of the last checkpoint (state.json, its readable copy)."""
         return json.loads(self.state_file.read_text(encoding="utf-8")) if self.state_file.exists() else None
 
-    def save_state(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, model: DGIModel, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        """One atomic file holds weights, optimizer, RNG and the training state, so a crash at any
+        moment leaves the previous checkpoint or this one, never weights of one epoch with the
+        counters of another. state.json is a readable copy, written after."""
+        self.save_weights(self.last_file, model, tensors, metadata={"state": json.dumps(state)})
         write_json(self.state_file, state)
 
-    def save_weights(self, path: Path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | None = None) -> None:
+    def load_checkpoint(self, model: DGIModel) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Weights into `model`; returns the other tensors and the state saved with them."""
+        if not self.last_file.exists():
+            raise FileNotFoundError(f"{self.path} has no checkpoint to resume from ({self.last_file.name})")
+        metadata = read_metadata(self.last_file)
+        if "state" in metadata:
+            state = json.loads(metadata["state"])
+        elif (state := self.state()) is None:  # checkpoints of older versions kept it in state.json alone
+            raise CorruptFileError(self.last_file, "checkpoint has no training state and state.json is missing",
+                                   "start a new run")
+        return self.load_weights(self.last_file, model), state
+
+    def save_weights(self, path: Path, model: torch.nn.Module, extra: dict[str, torch.Tensor] | None = None,
+                     metadata: dict[str, str] | None = None) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update(extra or {})
-        save_tensors(path, {name: tensor.detach().cpu() for name, tensor in tensors.items()})
+        save_tensors(path, {name: tensor.detach().cpu() for name, tensor in tensors.items()}, metadata)
 
     @staticmethod
     def load_weights(path: Path, model: DGIModel) -> dict[str, torch.Tensor]:

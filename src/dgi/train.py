@@ -11,6 +11,7 @@ Everything needed to continue after an interruption is saved after every epoch.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections import defaultdict
@@ -26,7 +27,7 @@ from dgi.config import Config, auto_codebook_sizes
 from dgi.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device
 from dgi.evaluate import index_statistics
-from dgi.io import append_jsonl
+from dgi.io import append_jsonl, write_text
 from dgi.losses import global_reconstruction, local_commitment
 from dgi.metrics import popularity_buckets
 from dgi.model import Batch, DGIModel, Losses, NextTokenDetail
@@ -126,10 +127,8 @@ class Trainer:
 
     def resume(self) -> None:
         """Restore weights, optimizer, RNG and progress from the run directory's last checkpoint."""
-        state = self.run.state()
-        if state is None or not self.run.last_file.exists():
-            raise FileNotFoundError(f"{self.run.path} has no checkpoint to resume from")
-        extra = RunDirectory.load_weights(self.run.last_file, self.model)
+        extra, state = self.run.load_checkpoint(self.model)
+        self._truncate_log(state["epoch"])
         self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
         self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
         torch.set_rng_state(extra["rng.torch"])
@@ -318,9 +317,18 @@ class Trainer:
         append_jsonl(self.run.log_file, record)
         tensors, groups = _flatten_optimizer(self.optimizer)
         tensors["rng.torch"] = torch.get_rng_state()  # CUDA streams are not restored: resume on GPU is not bit-exact
-        self.run.save_weights(self.run.last_file, self.model, tensors)
-        self.run.save_state({**self.state, "param_groups": groups})
+        self.run.save_checkpoint(self.model, tensors, {**self.state, "param_groups": groups})
         self.model.train()
+
+    def _truncate_log(self, epochs_done: int) -> None:
+        """Drop log lines of epochs after the checkpoint (a crash after the log line, before the
+        checkpoint): the resumed run writes them again."""
+        if not self.run.log_file.exists():
+            return
+        lines = self.run.log_file.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+        if len(kept) != len(lines):
+            write_text(self.run.log_file, "".join(f"{line}\n" for line in kept))
 
 
 def length_bucketed(order: Tensor, lengths: Tensor, batch_size: int, pool_batches: int,

@@ -1,0 +1,71 @@
+"""Kill training at each write point of an epoch, resume: the same final metrics as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import pytest
+
+from dgi import io, pipeline, train
+
+
+class Killed(BaseException):
+    """What kill -9 looks like to the code after it: nothing more runs (BaseException: no handler catches it)."""
+
+
+@pytest.fixture(scope="module")
+def small_config(tiny_config):
+    config = tiny_config.model_copy(deep=True)
+    config.train.eval_examples, config.train.joint_epochs = 100, 2
+    return config
+
+
+def _writes_recorded(monkeypatch, kill_at: int | None = None) -> list[str]:
+    """Record every file write (atomic files and log lines); raise Killed right after write `kill_at`."""
+    written: list[str] = []
+    atomic, append = io.atomic_path, train.append_jsonl
+
+    def after_write(name: str) -> None:
+        written.append(name)
+        if len(written) == kill_at:
+            raise Killed(name)
+
+    @contextmanager
+    def recording_atomic_path(path):
+        with atomic(path) as tmp:
+            yield tmp
+        after_write(str(path))
+
+    def recording_append(path, record):
+        append(path, record)
+        after_write(str(path))
+
+    monkeypatch.setattr(io, "atomic_path", recording_atomic_path)
+    monkeypatch.setattr(train, "append_jsonl", recording_append)
+    return written
+
+
+def _outcome(run) -> tuple:
+    state = run.state()
+    log = [json.loads(line) for line in run.log_file.read_text().splitlines()]
+    return state["best_epoch"], state["best_score"], [(r["epoch"], r["valid"]) for r in log]
+
+
+def test_resume_after_a_kill_at_every_write_point_of_an_epoch(small_config, tiny_corpus, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        writes = _writes_recorded(patch)
+        reference = _outcome(pipeline.train(small_config, tmp_path / "whole", tiny_corpus, progress=False))
+    names = [w.rsplit("/", 1)[-1] for w in writes]
+    # The first joint epoch's writes: its log line, best weights, SID index, checkpoint, state copy.
+    first_checkpoint = names.index("last.safetensors")
+    epoch_two = list(range(first_checkpoint + 2, names.index("last.safetensors", first_checkpoint + 1) + 2))
+    assert {names[i] for i in epoch_two} >= {"log.jsonl", "model.safetensors", "sid_index.safetensors",
+                                             "last.safetensors", "state.json"}
+    for point in epoch_two:
+        run_dir = tmp_path / f"killed-after-{point}-{names[point]}"
+        with monkeypatch.context() as patch:
+            _writes_recorded(patch, kill_at=point + 1)
+            with pytest.raises(Killed):
+                pipeline.train(small_config, run_dir, tiny_corpus, progress=False)
+        assert _outcome(pipeline.resume(run_dir, progress=False)) == reference, names[point]
