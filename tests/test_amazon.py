@@ -296,7 +296,7 @@ def test_cli_reports_data_errors(tmp_path):
     source = write_source(tmp_path, ["U1 B000000001 B000000002"])
     result = CliRunner().invoke(app, ["data", "prepare", "amazon-beauty", "--source", str(source),
                                       "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "user_sequence.txt:1: user 'U1' has 2 items" in result.output
 
 

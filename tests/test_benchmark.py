@@ -167,7 +167,7 @@ def test_report_only_reports_finished_runs_and_lists_pending_ones(bench_file, be
     assert "Incomplete benchmark: 2 (model, seed) runs not finished yet" in (partial / "report.md").read_text()
     empty = tmp_path / "empty"
     result = CliRunner().invoke(app, ["benchmark", "--config", str(bench_file), "--out", str(empty), "--report-only"])
-    assert result.exit_code == 1 and "no finished (model, seed) result" in result.output
+    assert result.exit_code == 2 and "no finished (model, seed) result" in result.output
 
 
 def test_a_result_of_another_recipe_is_an_error_not_reused(bench_file, bench_dir, tmp_path):
@@ -180,7 +180,7 @@ def test_a_result_of_another_recipe_is_an_error_not_reused(bench_file, bench_dir
     shutil.copytree(bench_dir, copy)
     for flags in ([], ["--report-only"]):
         result = CliRunner().invoke(app, ["benchmark", "--config", str(changed), "--out", str(copy), "--quiet", *flags])
-        assert result.exit_code == 1
+        assert result.exit_code == 2
         assert "models/popularity/seed-0/result.json: computed as" in result.output
         assert "delete" in result.output and "'params': {'unused': 1}" in result.output
     results = json.loads((bench_dir / "results.json").read_text())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,8 +20,36 @@ data_app = typer.Typer(help="Datasets: generate, prepare, download.", no_args_is
 app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 120)  # logs keep full tables
 
+# Bad input the project reports precisely (DataError, ConfigError and CorruptFileError are ValueErrors that
+# name the file, line or field; KeyError names unknown ids): one line and exit code 2, no traceback.
+BAD_INPUT_EXIT = 2
+BAD_INPUT = (ValueError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+_debug = {"on": False}
+Command = TypeVar("Command", bound=Callable)
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False) -> None:
+    _debug["on"] = debug or os.environ.get("DGI_DEBUG") == "1"
+
+
+def reports_bad_input(command: Command) -> Command:
+    """Turn the project's own errors into `error: <message>` and exit code 2 (`dgi --debug` re-raises)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BAD_INPUT as error:
+            if _debug["on"]:
+                raise
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(BAD_INPUT_EXIT) from None
+    return wrapper  # type: ignore[return-value]
+
 
 @data_app.command("synth")
+@reports_bad_input
 def data_synth(
     out: Annotated[Path, typer.Option(help="output dataset directory")],
     items: Annotated[int, typer.Option(help="number of items")] = 20_000,
@@ -36,6 +67,7 @@ def data_synth(
 
 
 @data_app.command("prepare")
+@reports_bad_input
 def data_prepare(
     name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys | beir")],
     source: Annotated[Path, typer.Option(help="directory holding the upstream files (see 'dgi data download') "
@@ -48,20 +80,17 @@ def data_prepare(
     from dgi.data.amazon import prepare_amazon
     from dgi.data.beir import load_beir
 
-    try:
-        if name == "beir":
-            dataset = load_beir(source)
-        else:
-            dataset = prepare_amazon(source, name, max_history=max_history, query_seed=query_seed)
-    except ValueError as exc:  # DataError included: names the file and line
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    if name == "beir":
+        dataset = load_beir(source)
+    else:
+        dataset = prepare_amazon(source, name, max_history=max_history, query_seed=query_seed)
     dataset.save(out)
     sizes = ", ".join(f"{split} {len(rows)}" for split, rows in dataset.splits.items())
     console.print(f"wrote {out} ({dataset.name}): {len(dataset.items)} items; {sizes}")
 
 
 @data_app.command("download")
+@reports_bad_input
 def data_download(
     name: Annotated[str, typer.Argument(help="amazon-beauty | amazon-beauty-search | amazon-sports | amazon-toys")],
     out: Annotated[Path, typer.Option(help="directory for the upstream files")],
@@ -79,6 +108,7 @@ def data_download(
 
 
 @app.command()
+@reports_bad_input
 def train(
     config: Annotated[Optional[list[Path]], typer.Option("--config", "-c", help="YAML config (repeatable, later wins)")] = None,
     data: Annotated[Optional[Path], typer.Option(help="dataset directory (overrides data.path)")] = None,
@@ -105,6 +135,7 @@ def train(
 
 
 @app.command("eval")
+@reports_bad_input
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory")],
     split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
@@ -126,6 +157,7 @@ def evaluate(
 
 
 @app.command()
+@reports_bad_input
 def export(
     run: Annotated[Path, typer.Argument(help="run directory")],
     out: Annotated[Path, typer.Argument(help="new model directory (replaced atomically if it exists)")],
@@ -140,13 +172,14 @@ def export(
 
 
 @app.command()
+@reports_bad_input
 def search(
     run: Annotated[Path, typer.Argument(help="model directory (dgi export) or run directory")],
     query: Annotated[str, typer.Argument(help="query text ('' for none)")] = "",
     history: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")] = "",
-    k: Annotated[int, typer.Option(help="number of results")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="number of results")] = 10,
     rule: Annotated[Optional[str], typer.Option(help="lexicographic | fused | rerank")] = None,
-    beam: Annotated[Optional[int], typer.Option(help="beam size")] = None,
+    beam: Annotated[Optional[int], typer.Option(min=1, help="beam size")] = None,
 ) -> None:
     """Search a trained model with a query and/or a history."""
     from dgi.pipeline import load_retriever
@@ -164,6 +197,7 @@ def search(
 
 
 @app.command()
+@reports_bad_input
 def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
     items: Annotated[int, typer.Option(help="synthetic items")] = 10_000,
@@ -182,6 +216,7 @@ def demo(
 
 
 @app.command()
+@reports_bad_input
 def benchmark(
     config: Annotated[Path, typer.Option("--config", "-c", help="benchmark YAML (configs/bench-*.yaml)")],
     out: Annotated[Path, typer.Option(help="benchmark directory (rerun to resume)")],
@@ -194,23 +229,13 @@ def benchmark(
 ) -> None:
     """Every model of the config, same splits and budgets, N seeds -> results.json, report.md/html, figures."""
     from dgi.benchmark import load_bench_config, run_benchmark
-    from dgi.config import ConfigError
 
-    try:
-        bench = load_bench_config(config, data, [int(s) for s in seeds.split(",")] if seeds else None, device,
-                                  models)
-    except (ConfigError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    bench = load_bench_config(config, data, [int(s) for s in seeds.split(",")] if seeds else None, device, models)
     given = {"--data": data, "--seeds": seeds, "--device": device, "--models": models}
     command = " ".join([f"dgi benchmark --config {config} --out {out}",
                         *(f"{flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None),
                         *(["--report-only"] if report_only else [])])
-    try:
-        results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
-    except (FileNotFoundError, ConfigError) as exc:  # nothing finished yet / a result of another recipe
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
     rows = {model["name"]: model["mean"] for model in results["models"]}
     over = "the finished seeds" if results["pending"] else f"seeds {bench.seeds}"
     console.print(metrics_table(f"{bench.name} — {bench.split} (mean over {over})", rows))
@@ -220,6 +245,7 @@ def benchmark(
 
 
 @app.command()
+@reports_bad_input
 def report(
     bench_dir: Annotated[Path, typer.Argument(help="a `dgi benchmark` output directory")],
     html: Annotated[bool, typer.Option("--html", help="also write one self-contained report.html")] = False,
@@ -227,11 +253,7 @@ def report(
     """(Re)write report.md, figures/*.png and optionally report.html from DIR/results.json."""
     from dgi.report import write_report
 
-    try:
-        paths = write_report(bench_dir, html=html)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    paths = write_report(bench_dir, html=html)
     for path in paths:
         console.print(str(path))
 

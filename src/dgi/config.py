@@ -181,8 +181,10 @@ def load_config(files: Sequence[str | Path] = (), overrides: Sequence[str] = (),
     try:
         return Config.model_validate(merged)
     except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r})"
+                             for e in error.errors())
         raise ConfigError(f"invalid config ({', '.join(map(str, files)) or 'defaults'}"
-                          f"{' + overrides' if overrides else ''}):\n{error}") from error
+                          f"{' + overrides' if overrides else ''}): {problems}") from error
 
 
 def apply_overrides(mapping: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dgi.index import SIDIndex
 from dgi.losses import next_token_hits, next_token_per_example
 from dgi.model import DGIModel
 from dgi.model_dir import EncoderSpec, ModelFiles
-from dgi.search import Beams, Ranking, beam_search, rank_items
+from dgi.search import RULES, Beams, Ranking, beam_search, rank_items
 from dgi.towers import Context
 
 
@@ -147,6 +147,10 @@ class Retriever:
         """Top-k items for each (query text, history of item ids) pair; either part may be empty."""
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
+        if k < 1 or (beam_size is not None and beam_size < 1):
+            raise ValueError(f"k and beam_size must be >= 1 (got k={k}, beam_size={beam_size})")
+        if rule is not None and rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}: one of {', '.join(RULES)}")
         history, query_embeddings, has_query = self._encode_inputs(queries, histories)
         if self.index is None:  # a dense-only dual encoder
             return self._dense_hits(*self.dense(history, query_embeddings, has_query, k))
