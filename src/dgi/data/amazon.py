@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dgi.data.loaders import Dataset, open_data_file
+from dgi.data.loaders import Dataset, data_lines, read_data_text
 from dgi.data.schema import DataError, Example, Item
 from dgi.data.shop_queries import BRAND_RATE, GENERIC_RATE, make_query
 
@@ -135,24 +135,23 @@ def read_sequences(path: Path) -> list[tuple[str, list[str], int]]:
     """(user, items oldest first, line) per user; rejects anything the protocol cannot split."""
     users: list[tuple[str, list[str], int]] = []
     first_line: dict[str, int] = {}
-    with open_data_file(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            user, items = tokens[0], tokens[1:]
-            if user in first_line:
-                raise DataError(path, number, None, f"duplicate user {user!r} "
-                                                    f"(first seen on line {first_line[user]})")
-            first_line[user] = number
-            bad = next((item for item in items if not _ASIN.fullmatch(item)), None)
-            if bad is not None:
-                raise DataError(path, number, None, f"malformed item id {bad!r}: expected "
-                                                    "a user id then 10-character ASINs")
-            if len(items) < 3:
-                raise DataError(path, number, None, f"user {user!r} has {len(items)} items; "
-                                                    "leave-one-out needs at least 3")
-            users.append((user, items, number))
+    for number, line in data_lines(path):
+        tokens = line.split()
+        if not tokens:
+            continue
+        user, items = tokens[0], tokens[1:]
+        if user in first_line:
+            raise DataError(path, number, None, f"duplicate user {user!r} "
+                                                f"(first seen on line {first_line[user]})")
+        first_line[user] = number
+        bad = next((item for item in items if not _ASIN.fullmatch(item)), None)
+        if bad is not None:
+            raise DataError(path, number, None, f"malformed item id {bad!r}: expected "
+                                                "a user id then 10-character ASINs")
+        if len(items) < 3:
+            raise DataError(path, number, None, f"user {user!r} has {len(items)} items; "
+                                                "leave-one-out needs at least 3")
+        users.append((user, items, number))
     if not users:
         raise DataError(path, 0, None, "no users")
     return users
@@ -161,9 +160,7 @@ def read_sequences(path: Path) -> list[tuple[str, list[str], int]]:
 def read_titles(id_map_path: Path, titles_path: Path) -> dict[str, str]:
     """ASIN -> title through the integer ids that join the two upstream files."""
     try:
-        id_map = json.loads(id_map_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(id_map_path, 0, None, "file not found") from None
+        id_map = json.loads(read_data_text(id_map_path))
     except json.JSONDecodeError as exc:
         raise DataError(id_map_path, exc.lineno, None,
                         f"invalid JSON: {exc.msg} (column {exc.colno})") from None
@@ -171,12 +168,8 @@ def read_titles(id_map_path: Path, titles_path: Path) -> dict[str, str]:
             isinstance(value, int) and not isinstance(value, bool) for value in id_map.values()):
         raise DataError(id_map_path, 0, None, "expected a JSON object mapping ASINs to integers")
     names: dict[int, str] = {}
+    reader = csv.reader(line for _, line in data_lines(titles_path))
     try:
-        handle = titles_path.open(encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise DataError(titles_path, 0, None, "file not found") from None
-    with handle:
-        reader = csv.reader(handle)
         header = next(reader, None)
         if header != ["", "global_product_id", "name"]:
             raise DataError(titles_path, 1, None,
@@ -190,6 +183,8 @@ def read_titles(id_map_path: Path, titles_path: Path) -> dict[str, str]:
                 raise DataError(titles_path, line, "global_product_id",
                                 f"duplicate id {row[1]}")
             names[int(row[1])] = row[2]
+    except csv.Error as exc:  # e.g. a field past the csv module's size limit, a NUL byte
+        raise DataError(titles_path, reader.line_num, None, f"malformed CSV: {exc}") from None
     missing = next((asin for asin, number in id_map.items() if number not in names), None)
     if missing is not None:
         raise DataError(titles_path, 0, None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dgi.data.loaders import _ITEM_KEYS, Dataset, _check_type, _read_jsonl, _require
+from dgi.data.loaders import _ITEM_KEYS, Dataset, _check_type, _read_jsonl, _require, data_lines
 from dgi.data.schema import DataError, Example, Item
 
 CORPUS_FILE = "corpus.jsonl"
@@ -88,41 +88,36 @@ def _parse_score(text: str, path: Path, line: int) -> float:
 def _read_qrels(path: Path, queries: dict[str, str],
                 documents: set[str]) -> dict[str, dict[str, float]]:
     """Query id -> {document id: score > 0}, both in file order (later tie-breaks need it)."""
-    try:
-        handle = path.open(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(path, 0, None, "file not found") from None
     header = "\t".join(QRELS_HEADER)
     judged: dict[str, dict[str, float]] = {}
     first_line: dict[tuple[str, str], int] = {}
     has_header = False
-    with handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            columns = raw.rstrip("\r\n").split("\t")
-            if not has_header:
-                if tuple(columns) != QRELS_HEADER:
-                    raise DataError(path, line, None,
-                                    f"expected the header {header!r}, got {raw.strip()!r}")
-                has_header = True
-                continue
-            if len(columns) != len(QRELS_HEADER):
+    for line, raw in data_lines(path):
+        if not raw.strip():
+            continue
+        columns = raw.rstrip("\r\n").split("\t")
+        if not has_header:
+            if tuple(columns) != QRELS_HEADER:
                 raise DataError(path, line, None,
-                                f"expected 3 tab-separated columns, got {len(columns)}")
-            query_id, doc_id, score_text = columns
-            if query_id not in queries:
-                raise DataError(path, line, "query-id", f"unknown query id {query_id!r}")
-            if doc_id not in documents:
-                raise DataError(path, line, "corpus-id", f"unknown corpus id {doc_id!r}")
-            score = _parse_score(score_text, path, line)
-            if (query_id, doc_id) in first_line:
-                raise DataError(path, line, "corpus-id",
-                                f"duplicate judgment of {doc_id!r} for query {query_id!r} "
-                                f"(first seen on line {first_line[query_id, doc_id]})")
-            first_line[query_id, doc_id] = line
-            if score > 0:  # 0 (and TREC's negative grades) mean judged not relevant
-                judged.setdefault(query_id, {})[doc_id] = score
+                                f"expected the header {header!r}, got {raw.strip()!r}")
+            has_header = True
+            continue
+        if len(columns) != len(QRELS_HEADER):
+            raise DataError(path, line, None,
+                            f"expected 3 tab-separated columns, got {len(columns)}")
+        query_id, doc_id, score_text = columns
+        if query_id not in queries:
+            raise DataError(path, line, "query-id", f"unknown query id {query_id!r}")
+        if doc_id not in documents:
+            raise DataError(path, line, "corpus-id", f"unknown corpus id {doc_id!r}")
+        score = _parse_score(score_text, path, line)
+        if (query_id, doc_id) in first_line:
+            raise DataError(path, line, "corpus-id",
+                            f"duplicate judgment of {doc_id!r} for query {query_id!r} "
+                            f"(first seen on line {first_line[query_id, doc_id]})")
+        first_line[query_id, doc_id] = line
+        if score > 0:  # 0 (and TREC's negative grades) mean judged not relevant
+            judged.setdefault(query_id, {})[doc_id] = score
     if not has_header:
         raise DataError(path, 0, None, f"missing the header {header!r}")
     return judged

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -31,29 +31,40 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def open_data_file(path: Path) -> TextIO:
-    """Open a dataset text file; a missing file is a DataError naming it, like every other data problem."""
+def data_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based number, line) of a UTF-8 text file. A missing file, or a line that is not UTF-8,
+    is a DataError naming the file and line, like every other data problem."""
     try:
-        return path.open(encoding="utf-8")
+        handle = path.open("rb")
     except FileNotFoundError:
         raise DataError(path, 0, None, "file not found") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(path, number, None, f"not valid UTF-8 (byte {exc.start} of the line)") from None
+
+
+def read_data_text(path: Path) -> str:
+    """A whole UTF-8 data file (a JSON document), with the errors of `data_lines`."""
+    return "".join(line for _, line in data_lines(path))
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (1-based line number, object) so every later error can point at its line."""
-    with open_data_file(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, number, None,
-                                f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(path, number, None,
-                                f"expected a JSON object, got {_json_type(record)}")
-            yield number, record
+    for number, line in data_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, number, None,
+                            f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, number, None,
+                            f"expected a JSON object, got {_json_type(record)}")
+        yield number, record
 
 
 def _require(record: dict[str, Any], key: str, path: Path, line: int) -> Any:
@@ -324,7 +335,7 @@ def _load_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(read_data_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(path, exc.lineno, None,
                         f"invalid JSON: {exc.msg} (column {exc.colno})") from None
