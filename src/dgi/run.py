@@ -52,14 +52,16 @@ class RunDirectory:
     def config(self) -> Config:
         if not self.exists():
             raise FileNotFoundError(f"{self.path} is not a dgi run directory (no config.yaml / run.json)")
+        if not self.config_file.read_text(encoding="utf-8", errors="replace").strip():
+            raise CorruptFileError(self.config_file, "empty run config", "restore it from a copy of the run")
         return load_config([self.config_file])
 
     def info(self) -> dict[str, Any]:
-        return json.loads(self.info_file.read_text(encoding="utf-8"))
+        return _read_json(self.info_file)
 
     def state(self) -> dict[str, Any] | None:
         """Training progress as of the last checkpoint (state.json, its readable copy)."""
-        return json.loads(self.state_file.read_text(encoding="utf-8")) if self.state_file.exists() else None
+        return _read_json(self.state_file) if self.state_file.exists() else None
 
     def save_checkpoint(self, model: DGIModel, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         """One atomic file holds weights, optimizer, RNG and the training state, so a crash at any
@@ -92,3 +94,15 @@ class RunDirectory:
         tensors = load_tensors(path)
         model.load_weights({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
         return {k: v for k, v in tensors.items() if not k.startswith("model.")}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorruptFileError(path, "file is missing from the run directory") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptFileError(path, f"not valid JSON ({error})", "it was truncated or overwritten") from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(path, f"expected a JSON object, got {type(value).__name__}")
+    return value

@@ -325,8 +325,17 @@ class Trainer:
         checkpoint): the resumed run writes them again."""
         if not self.run.log_file.exists():
             return
-        lines = self.run.log_file.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+        lines = self.run.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a crash mid-write: it and what follows go
+                warnings.warn(f"{self.run.log_file}:{number}: unreadable log line dropped (written again on resume)",
+                              stacklevel=2)
+                break
+            if record["epoch"] <= epochs_done:
+                kept.append(line)
         if len(kept) != len(lines):
             write_text(self.run.log_file, "".join(f"{line}\n" for line in kept))
 
