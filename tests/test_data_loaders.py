@@ -244,3 +244,31 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path: Pat
     with pytest.raises(FileExistsError, match="not a dataset directory"):
         sample_dataset().save(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_kill_9_while_writing_a_dataset_leaves_it_absent_or_complete(tmp_path: Path) -> None:
+    """A real SIGKILL of `dgi data synth` at several moments: never a partial directory."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "dgi.cli", "data", "synth", "--out", str(out), "--items", "3000",
+               "--examples", "40000"]
+    killed = 0
+    for delay in (1.0, 3.0, 5.0, 7.0):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        killed += process.wait() == -signal.SIGKILL
+        if out.exists():
+            dataset = load_dataset(out)  # verifies every file against the manifest
+            assert len(dataset.items) == 3000 and sum(map(len, dataset.splits.values())) == 40000
+        for leftover in (p for p in tmp_path.iterdir() if p.name != "data"):
+            # a killed writer's temporary directory, never read as the dataset
+            assert leftover.name.startswith(".data.") and leftover.name.endswith(".tmp")
+            shutil.rmtree(leftover)
+    assert killed >= 1, "no run was killed before it finished: the test checked nothing"
