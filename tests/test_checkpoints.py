@@ -69,3 +69,10 @@ def test_resume_after_a_kill_at_every_write_point_of_an_epoch(small_config, tiny
             with pytest.raises(Killed):
                 pipeline.train(small_config, run_dir, tiny_corpus, progress=False)
         assert _outcome(pipeline.resume(run_dir, progress=False)) == reference, names[point]
+
+
+def test_the_same_seed_twice_gives_identical_metrics(tiny_config, tiny_corpus, trained_run, tmp_path):
+    from dgi.run import RunDirectory
+
+    again = pipeline.train(tiny_config, tmp_path / "again", tiny_corpus, progress=False)
+    assert _outcome(again) == _outcome(RunDirectory(trained_run))
