@@ -198,6 +198,34 @@ def search(
 
 @app.command()
 @reports_bad_input
+def serve(
+    model: Annotated[Path, typer.Argument(help="model directory (dgi export) or run directory")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+    max_k: Annotated[int, typer.Option(min=1, help="largest k a request may ask for")] = 100,
+    unknown_history: Annotated[str, typer.Option(help="error | ignore: unknown ids in a history")] = "error",
+    threads: Annotated[int, typer.Option(min=1, help="torch threads for search")] = 1,
+) -> None:
+    """Serve a model over HTTP: POST /search, /search/batch, /items; GET /items/{id}, /healthz, /metrics, /docs."""
+    import torch
+    import uvicorn
+
+    from dgi.model_dir import is_model_dir
+    from dgi.serving.app import ServerSettings, create_app
+
+    if unknown_history not in ("error", "ignore"):
+        raise typer.BadParameter("--unknown-history must be error or ignore")
+    directory = model if is_model_dir(model) else model / "model"
+    if not is_model_dir(directory):
+        raise FileNotFoundError(f"{model} holds no model directory: run `dgi export RUN OUT` first")
+    torch.set_num_threads(threads)
+    app_ = create_app(directory, ServerSettings(max_k=max_k, unknown_history=unknown_history))
+    console.print(f"serving {directory} on http://{host}:{port} (docs: /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+@reports_bad_input
 def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/demo"),
     items: Annotated[int, typer.Option(help="synthetic items")] = 10_000,

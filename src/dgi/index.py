@@ -118,6 +118,11 @@ class SIDIndex:
         self._rebuild()
         return torch.arange(start, self.n_items)
 
+    def keep_items(self, keep: torch.Tensor) -> None:
+        """Keep the items where the bool mask `keep` [n_items] is true; later items move down to fill the gaps."""
+        self.codes = self.codes[keep]
+        self._rebuild()
+
     def collision_stats(self) -> dict:
         """How much SIDs collide: a SID bucket with several items cannot separate them by generation."""
         bucket_sizes = torch.unique_consecutive(self._sorted_keys, return_counts=True)[1]

@@ -211,6 +211,35 @@ class Retriever:
             self.item_texts.append(item.text)
 
 
+    def remove_items(self, item_ids: Sequence[str]) -> None:
+        """Drop items from the catalogue and the SID table (positions after them move down)."""
+        unknown = [item_id for item_id in item_ids if item_id not in self._position]
+        if unknown:
+            raise KeyError(f"unknown item id(s): {', '.join(map(str, unknown[:5]))}")
+        keep = torch.ones(len(self.item_ids), dtype=torch.bool)
+        keep[[self._position[item_id] for item_id in item_ids]] = False
+        if self.index is not None:
+            self.index.keep_items(keep)
+        self.item_vectors = self.item_vectors[keep.to(self.item_vectors.device)]
+        self._cpu_item_vectors = self.item_vectors.cpu()
+        kept = keep.tolist()
+        self.item_ids = [item_id for item_id, k in zip(self.item_ids, kept) if k]
+        self.item_texts = [text for text, k in zip(self.item_texts, kept) if k]
+        self._position = {item_id: i for i, item_id in enumerate(self.item_ids)}
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._position
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def item(self, item_id: str) -> tuple[str, tuple[int, ...]]:
+        """(text, SID) of an indexed item; KeyError when it is not indexed."""
+        position = self._position[item_id]
+        sid = tuple(self.index.codes[position].tolist()) if self.index is not None else ()
+        return self.item_texts[position], sid
+
+
 class CheckedEncoder:
     """A text encoder that must embed like the one the model was trained with (checked on first use)."""
 
