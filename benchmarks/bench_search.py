@@ -13,7 +13,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from dgi.index import SIDIndex
+from dgi.provenance import git_commit
 from dgi.search import beam_search, rank_items, reference_beam_search, reference_rank_items
 
 RESULTS = Path(__file__).parent / "results" / "search-speed.json"
@@ -56,14 +56,6 @@ def timed(fn: Callable[[], object], repeats: int, decoder: ToyDecoder) -> tuple[
         walls.append(time.perf_counter() - start)
     return {"min_ms": 1e3 * min(walls), "median_ms": 1e3 * statistics.median(walls),
             "step_fn_ms_per_run": 1e3 * decoder.seconds / repeats, "repeats": repeats}, result
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from dgi import pipeline
-from dgi.benchmark import git_commit
+from dgi.provenance import git_commit
 from dgi.config import apply_overrides, load_config
 from dgi.figures import learning_curves_png
 from dgi.run import RunDirectory

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from dgi import pipeline
-from dgi.benchmark import git_commit, load_bench_config, machine, seed_directory
+from dgi.benchmark import load_bench_config, seed_directory
+from dgi.provenance import git_commit, machine
 from dgi.io import write_json
 from dgi.run import RunDirectory
 from dgi.tail_probe import probe_tail

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from dgi.benchmark import git_commit
+from dgi.io import write_json
+from dgi.provenance import cpu_model, git_commit
 from dgi.config import load_config
 from dgi.pipeline import prepare_corpus
 from dgi.run import RunDirectory
@@ -90,29 +91,18 @@ def main() -> None:
         "threads": torch.get_num_threads(), "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "autocast": getattr(trainer, "autocast_dtype", None) and str(trainer.autocast_dtype).removeprefix("torch."),
         "phases": phases, "validation": validation,
-        "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpu_count": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0]},
     }
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[args.label] = result
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(results, tmp, indent=2)
-    os.replace(tmp.name, args.out)
+    write_json(args.out, results)
     for phase, timing in phases.items():
         print(f"{args.label} {phase}: {timing['seconds_per_step']:.3f} s/step, {timing['epoch_seconds']:.1f} s/epoch "
               f"({timing['steps_per_epoch']} steps{', extrapolated' if timing['extrapolated'] else ''})")
     print(f"{args.label} validation: {validation['seconds']:.1f} s for {validation['examples']} examples; "
           f"wrote {args.out}")
-
-
-def _cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 if __name__ == "__main__":

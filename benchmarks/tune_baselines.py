@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from dgi import baselines, pipeline
-from dgi.benchmark import BASELINE_CLASS, dgi_config, git_commit, load_bench_config, machine
+from dgi.benchmark import BASELINE_CLASS, dgi_config, load_bench_config
+from dgi.provenance import git_commit, machine
 from dgi.evaluate import relevance
 from dgi.io import write_json
 from dgi.metrics import DEFAULT_KS, mean_metrics, per_query_metrics

@@ -17,10 +17,7 @@ best by `train.select_metric` on its first `train.eval_examples` validation exam
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +35,7 @@ from dgi.corpus import EncodedCorpus
 from dgi.evaluate import choose_rule, evaluate, relevance
 from dgi.io import save_npz, write_json, write_text
 from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.provenance import git_commit, machine
 from dgi.run import RunDirectory
 
 Kind = Literal["dgi", "dual_encoder", "sasrec", "tiger", "popularity", "content", "bm25", "dense_zero_shot"]
@@ -342,22 +340,3 @@ def _geometry(bench: BenchConfig, spec: ModelSpec) -> str | None:
         config = dgi_config(bench, spec, bench.seeds[0])
         return config.model.geometry if spec.kind == "dual_encoder" else config.quantizer.logits
     return {"sasrec": "dot", "tiger": "dot", "content": "cosine", "dense_zero_shot": "cosine"}.get(spec.kind)
-
-
-def git_commit() -> str:
-    """HEAD of the checkout this code runs from, with "-dirty" when tracked files differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    try:
-        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine(device: str) -> dict:
-    name = "cpu"
-    if device != "cpu" and torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__, "device": name}

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from importlib import resources
 from pathlib import Path
-
-import torch
 
 from dgi import pipeline
 from dgi.baselines import PopularityBaseline
@@ -15,6 +12,7 @@ from dgi.config import Config, load_config
 from dgi.data import generate_synthetic, load_dataset
 from dgi.io import write_json
 from dgi.metrics import bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.provenance import machine
 from dgi.run import RunDirectory
 
 # The paper's "w/o all": frozen two-stage codes, untied output heads, dot-product logits.
@@ -39,7 +37,7 @@ def run_demo(out: Path, n_items: int, n_examples: int, seed: int = 0, progress: 
     results: dict = {"dataset": {"name": dataset.name, "path": str(data_dir), "items": len(dataset.items),
                                  **{f"{split}_examples": len(rows) for split, rows in dataset.splits.items()},
                                  "generator": dataset.meta},
-                     "models": {}, "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()}}
+                     "models": {}, "machine": machine()}
     for name, slug, overrides in (("dgi", "dgi", []), ("w/o all", "without-all", ABLATION_WITHOUT_ALL)):
         config = demo_config(data_dir, seed, overrides)
         run = RunDirectory(out / "runs" / slug)

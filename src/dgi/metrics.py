@@ -22,12 +22,12 @@ Conventions (shared by the fast and the reference implementation):
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+
+from dgi.io import write_lines
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 
@@ -287,23 +287,6 @@ def _check_token(value: str, what: str) -> str:
     return value
 
 
-def _atomic_write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
-    """Write to a temp file in the target directory, then rename over the target,
-    so readers never see a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_trec_run(
     path: str | os.PathLike,
     query_ids: Sequence[str],
@@ -335,7 +318,7 @@ def write_trec_run(
                 doc = _check_token(item_ids[ranked[q, j]], "item id")
                 yield f"{qid} Q0 {doc} {j + 1} {float(scores[q, j])!r} {run_name}\n"
 
-    _atomic_write_lines(path, lines())
+    write_lines(path, lines())
 
 
 def write_trec_qrels(
@@ -354,4 +337,4 @@ def write_trec_qrels(
             value = str(int(rel)) if rel.is_integer() else repr(rel)
             yield f"{qid} 0 {doc} {value}\n"
 
-    _atomic_write_lines(path, lines())
+    write_lines(path, lines())

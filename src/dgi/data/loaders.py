@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from dgi.data.schema import DataError, Example, Item
-from dgi.io import atomic_directory, sha256_file
+from dgi.io import atomic_directory, sha256_file, write_lines
 
 ITEMS_FILE = "items.jsonl"
 META_FILE = "dataset.json"
@@ -212,24 +211,6 @@ def embedding_check(array: np.ndarray, source: str | os.PathLike[str]) -> None:
                         f"non-finite value in row {row} ({bad_rows.size} bad rows in total)")
 
 
-def _write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
-    """Write through a temporary sibling then rename, so readers never see a partial file."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        # Mode "x" (not tempfile) so the file gets the usual umask-based permissions.
-        with temporary.open("x", encoding="utf-8", newline="\n") as handle:
-            for line in lines:
-                handle.write(line)
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
@@ -262,12 +243,12 @@ def _example_record(example: Example) -> dict[str, Any]:
 
 def write_items(path: Path, items: Iterable[Item]) -> None:
     """Write items.jsonl atomically."""
-    _write_lines_atomic(path, (_dumps(_item_record(item)) for item in items))
+    write_lines(path, (_dumps(_item_record(item)) for item in items), "\n")
 
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:
     """Write one split file atomically; an empty example id is left for the loader to default."""
-    _write_lines_atomic(path, (_dumps(_example_record(example)) for example in examples))
+    write_lines(path, (_dumps(_example_record(example)) for example in examples), "\n")
 
 
 @dataclass
@@ -309,7 +290,7 @@ class Dataset:
                      for file in sorted(tmp.iterdir())}
             meta = {"name": self.name, **{k: v for k, v in self.meta.items() if k not in ("name", "files")},
                     "files": files}
-            _write_lines_atomic(tmp / META_FILE, [json.dumps(meta, ensure_ascii=False, allow_nan=False, indent=2)])
+            write_lines(tmp / META_FILE, [json.dumps(meta, ensure_ascii=False, allow_nan=False, indent=2)], "\n")
 
 
 def _verify_files(directory: Path, files: Any) -> None:

@@ -1,0 +1,40 @@
+"""Where a number came from: the git commit and the machine, recorded with every benchmark result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with "-dirty" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine(device: str = "cpu") -> dict:
+    """Platform, CPU model and count, torch threads and version, accelerator, and the load average now
+    (timings on a shared machine mean little without it)."""
+    name = "cpu"
+    if device != "cpu" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+    return {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "device": name, "load_average_1min": os.getloadavg()[0]}
+
+
+def cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
