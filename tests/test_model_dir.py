@@ -134,3 +134,16 @@ def test_an_atomic_directory_is_complete_or_untouched(tmp_path):
         raise RuntimeError("killed")
     assert (target / "a").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_readme_python_snippet_runs_verbatim(trained_run, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "shop").symlink_to(trained_run)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    assert namespace["hits"] and namespace["same"].item_ids[-1] == "NEW-1"
