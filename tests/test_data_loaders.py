@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -246,8 +247,12 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path: Pat
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
-def test_kill_9_while_writing_a_dataset_leaves_it_absent_or_complete(tmp_path: Path) -> None:
-    """A real SIGKILL of `dgi data synth` at several moments: never a partial directory."""
+SHARED = Path(os.environ.get("DGI_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
+
+
+@pytest.mark.skipif(not (SHARED / "amazon-beauty").is_dir(), reason=f"no shared data at {SHARED}")
+def test_kill_9_of_data_prepare_leaves_the_directory_absent_or_complete(tmp_path: Path) -> None:
+    """A real SIGKILL of `dgi data prepare` (Beauty) while it writes its files: never a partial directory."""
     import shutil
     import signal
     import subprocess
@@ -255,20 +260,35 @@ def test_kill_9_while_writing_a_dataset_leaves_it_absent_or_complete(tmp_path: P
     import time
 
     out = tmp_path / "data"
-    command = [sys.executable, "-m", "dgi.cli", "data", "synth", "--out", str(out), "--items", "3000",
-               "--examples", "40000"]
-    killed = 0
-    for delay in (1.0, 3.0, 5.0, 7.0):
+    command = [sys.executable, "-m", "dgi.cli", "data", "prepare", "amazon-beauty",
+               "--source", str(SHARED / "amazon-beauty"), "--out", str(out)]
+
+    def writing(files_written: int) -> list[Path]:
+        return [p for p in tmp_path.glob(".data.*.tmp") if len(list(p.iterdir())) >= files_written]
+
+    def prepare(kill_after_files: int | None) -> int:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        if kill_after_files is None:
+            return process.wait()
+        while process.poll() is None and not writing(kill_after_files):
+            time.sleep(0.005)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
-        killed += process.wait() == -signal.SIGKILL
-        if out.exists():
-            dataset = load_dataset(out)  # verifies every file against the manifest
-            assert len(dataset.items) == 3000 and sum(map(len, dataset.splits.values())) == 40000
-        for leftover in (p for p in tmp_path.iterdir() if p.name != "data"):
-            # a killed writer's temporary directory, never read as the dataset
+        return process.wait()
+
+    for files_written in (0, 1, 2, 3):  # killed as the temporary directory holds that many files
+        assert prepare(files_written) == -signal.SIGKILL
+        assert not out.exists()
+        for leftover in tmp_path.iterdir():  # the killed writer's temporary directory, never the dataset
             assert leftover.name.startswith(".data.") and leftover.name.endswith(".tmp")
             shutil.rmtree(leftover)
-    assert killed >= 1, "no run was killed before it finished: the test checked nothing"
+    assert prepare(None) == 0
+    dataset = load_dataset(out)  # complete: every file checked against the manifest
+    assert len(dataset.items) == 12101 and len(dataset.splits["test"]) == 22363
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # re-prepare over it
+    while process.poll() is None and not writing(2):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # the old directory, whole
