@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from dgi.io import write_json
+from dgi.provenance import git_commit, machine
 
 
 def collect(run: Path) -> dict:
@@ -67,11 +65,9 @@ def main() -> None:
     parser.add_argument("--command", required=True, help="the exact command(s) that produced the runs")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     runs = [collect(run) for run in args.runs]
     write_json(args.out, {
-        "command": args.command, "note": args.note, "git_commit": commit or "unknown",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "command": args.command, "note": args.note, "git_commit": git_commit(), "machine": machine(),
         "runs": runs,
         "test_mean_std": summarize([run["test"] for run in runs if run["test"]]),
         "test_buckets_mean_std": summarize_buckets(runs),
