@@ -69,7 +69,8 @@ async def drive(url: str, bodies: list[dict], clients: int, seconds: float) -> t
     errors: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await http.post("/search", json=bodies[0])  # warm-up: the first query loads the text encoder
+        for body in bodies[:8]:  # warm-up, queries included (the server loads its encoder at start)
+            await http.post("/search", json=body)
         started = time.perf_counter()
         stop = started + seconds
         await asyncio.gather(*(client(http, bodies[c::clients] or bodies, stop, latencies, errors)

@@ -219,7 +219,7 @@ def serve(
     if not is_model_dir(directory):
         raise FileNotFoundError(f"{model} holds no model directory: run `dgi export RUN OUT` first")
     torch.set_num_threads(threads)
-    app_ = create_app(directory, ServerSettings(max_k=max_k, unknown_history=unknown_history))
+    app_ = create_app(directory, ServerSettings(max_k=max_k, unknown_history=unknown_history, warm_up=True))
     console.print(f"serving {directory} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

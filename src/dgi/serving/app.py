@@ -34,6 +34,7 @@ class ServerSettings:
     unknown_history: Literal["error", "ignore"] = "error"
     batch_size: int = 64
     batch_wait_ms: float = 2.0
+    warm_up: bool = False  # load the text encoder before the first request (dgi serve: on)
 
 
 class Strict(BaseModel):
@@ -91,6 +92,8 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        if settings.warm_up and retriever.encoder is not None:  # else the first query pays for loading it
+            await batcher.on_model_thread(retriever.encoder.encode, ["warm-up"])
         yield
         batcher.close()
 
