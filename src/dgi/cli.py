@@ -160,7 +160,8 @@ def evaluate(
 @reports_bad_input
 def export(
     run: Annotated[Path, typer.Argument(help="run directory")],
-    out: Annotated[Path, typer.Argument(help="new model directory (replaced atomically if it exists)")],
+    out: Annotated[Optional[Path], typer.Argument(help="model directory to write, replaced atomically if it "
+                                                  "exists (default RUN/model, which search and serve use)")] = None,
 ) -> None:
     """Write a run's best model as a self-contained model directory: search and serve it with no dataset."""
     from dgi import pipeline
