@@ -86,7 +86,11 @@ def test_a_damaged_run_directory_is_one_clear_line(finished_copy, tmp_path, name
                else ["eval", str(run), "--split", "valid", "--limit", "20"]
                if name in ("model.safetensors", "sid_index.safetensors")
                else ["train", "--resume", str(run), "--quiet"])
-    result = _run(*command)
+    if (name, how) == ("log.jsonl", "truncated"):  # a torn last line: dropped on resume, with a warning
+        with pytest.warns(UserWarning, match="unreadable log line dropped"):
+            result = _run(*command)
+    else:
+        result = _run(*command)
     assert "Traceback" not in result.output and not isinstance(result.exception, Exception) or \
         isinstance(result.exception, SystemExit), (result.output, result.exception)
     if result.exit_code != 0:  # a file the command needed: named in one line
