@@ -147,3 +147,11 @@ def test_the_readme_python_snippet_runs_verbatim(trained_run, tmp_path, monkeypa
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
     assert namespace["hits"] and namespace["same"].item_ids[-1] == "NEW-1"
+
+
+def test_export_without_out_rebuilds_the_runs_model_directory(trained_run, tmp_path):
+    run = shutil.copytree(trained_run, tmp_path / "old-run")
+    shutil.rmtree(run / "model")  # a run trained before model directories existed
+    result = CliRunner().invoke(app, ["export", str(run)])
+    assert result.exit_code == 0, result.output
+    assert Retriever.load(run / "model").item_ids == Retriever.load(RunDirectory(trained_run).model_dir).item_ids
