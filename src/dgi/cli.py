@@ -211,14 +211,14 @@ def serve(
     import torch
     import uvicorn
 
-    from dgi.model_dir import is_model_dir
+    from dgi.model_dir import find_model_dir
     from dgi.serving.app import ServerSettings, create_app
 
     if unknown_history not in ("error", "ignore"):
         raise typer.BadParameter("--unknown-history must be error or ignore")
-    directory = model if is_model_dir(model) else model / "model"
-    if not is_model_dir(directory):
-        raise FileNotFoundError(f"{model} holds no model directory: run `dgi export RUN OUT` first")
+    directory = find_model_dir(model)
+    if directory is None:
+        raise FileNotFoundError(f"{model} holds no model directory: run `dgi export {model}` first")
     torch.set_num_threads(threads)
     app_ = create_app(directory, ServerSettings(max_k=max_k, unknown_history=unknown_history, warm_up=True))
     console.print(f"serving {directory} on http://{host}:{port} (docs: /docs)")

@@ -14,9 +14,7 @@ import os
 from collections.abc import Sequence
 
 import torch
-from safetensors import SafetensorError, safe_open
-
-from dgi.io import CorruptFileError, save_tensors
+from dgi.io import CorruptFileError, load_tensors, read_metadata, save_tensors
 
 _INT64_MAX = 2**63 - 1
 
@@ -160,14 +158,13 @@ class SIDIndex:
     def load(cls, path: str | os.PathLike) -> SIDIndex:
         """Read a file written by ``save`` (codes are re-validated)."""
         try:
-            with safe_open(str(path), framework="pt") as f:
-                sizes = json.loads(f.metadata()["codebook_sizes"])
-                codes = f.get_tensor("codes")
-        except FileNotFoundError:
-            raise CorruptFileError(path, "SID index is missing") from None
-        except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-            raise CorruptFileError(path, f"not a SID index written by dgi ({error})",
-                                   "it was truncated or overwritten; rerun training or restore the file") from None
+            sizes = json.loads(read_metadata(path)["codebook_sizes"])
+        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            raise CorruptFileError(path, f"not a SID index written by dgi (no codebook sizes: {error})",
+                                   "rerun training or restore the file") from None
+        codes = load_tensors(path).get("codes")
+        if codes is None:
+            raise CorruptFileError(path, "not a SID index written by dgi (no codes)", "rerun training or restore the file")
         return cls.build(codes, sizes)
 
     # ---------------------------------------------------------------- internals

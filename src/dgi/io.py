@@ -119,20 +119,20 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tenso
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file; a missing, empty or truncated file is a CorruptFileError."""
-    try:
+    with _reading_safetensors(path):
         return load_file(str(path))
-    except FileNotFoundError:
-        raise CorruptFileError(path, "file is missing") from None
-    except (SafetensorError, OSError) as error:
-        raise CorruptFileError(path, f"not a readable safetensors file ({os.path.getsize(path)} bytes: {error})",
-                               "it was truncated or overwritten; restore it or rerun the step that wrote it") from None
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The string metadata of a safetensors file, read from its header alone."""
+    with _reading_safetensors(path), safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+@contextmanager
+def _reading_safetensors(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
+        yield
     except FileNotFoundError:
         raise CorruptFileError(path, "file is missing") from None
     except (SafetensorError, OSError) as error:

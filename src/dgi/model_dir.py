@@ -33,7 +33,7 @@ from dgi.io import (
     save_tensors,
     sha256_file,
     write_json,
-    write_text,
+    write_lines,
 )
 
 FORMAT = "dgi-model"
@@ -91,8 +91,8 @@ class ModelFiles:
             if self.codes is not None:
                 catalog["codes"] = self.codes.to(_code_dtype(self.codebook_sizes))
             save_tensors(tmp / CATALOG, catalog)
-            write_text(tmp / ITEMS, "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
-                                             for i, t in zip(self.item_ids, self.item_texts)))
+            write_lines(tmp / ITEMS, (json.dumps({"id": i, "text": t}, ensure_ascii=False)
+                                      for i, t in zip(self.item_ids, self.item_texts)), "\n")
             write_json(tmp / MANIFEST, {
                 "format": FORMAT, "version": VERSION, "config": self.config.model_dump(mode="json"),
                 "encoder": {"name": self.encoder.name, "dim": self.encoder.dim,
@@ -149,6 +149,14 @@ def read_manifest(path: Path) -> dict:
 
 def is_model_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST).is_file()
+
+
+def find_model_dir(path: str | os.PathLike[str]) -> Path | None:
+    """`path` itself when it is a model directory, else the `model/` a run directory exported, else None."""
+    for candidate in (Path(path), Path(path) / "model"):
+        if is_model_dir(candidate):
+            return candidate
+    return None
 
 
 def _code_dtype(codebook_sizes: Sequence[int]) -> torch.dtype:

@@ -16,7 +16,7 @@ from dgi.evaluate import evaluate, filled_rankings
 from dgi.index import SIDIndex
 from dgi.io import write_json
 from dgi.metrics import write_trec_run
-from dgi.model_dir import is_model_dir
+from dgi.model_dir import find_model_dir, is_model_dir
 from dgi.retriever import Retriever
 from dgi.run import RunDirectory
 from dgi.train import Trainer, build_model
@@ -125,13 +125,8 @@ def export_model(run: RunDirectory, corpus: EncodedCorpus | None = None, out: st
 def load_retriever(path: str | Path) -> Retriever:
     """A model directory (`Retriever.save`), or a run directory: its exported model/ when training wrote
     one (no dataset needed), else its best checkpoint over the re-prepared dataset."""
-    path = Path(path)
-    if is_model_dir(path):
-        return Retriever.load(path)
-    run = RunDirectory(path)
-    if is_model_dir(run.model_dir):
-        return Retriever.load(run.model_dir)
-    return load_trained(run)
+    model_dir = find_model_dir(path)
+    return Retriever.load(model_dir) if model_dir else load_trained(RunDirectory(Path(path)))
 
 
 def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device: str | None = None) -> Retriever:

@@ -27,7 +27,7 @@ from dgi.config import Config, auto_codebook_sizes
 from dgi.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device
 from dgi.evaluate import index_statistics
-from dgi.io import append_jsonl, write_text
+from dgi.io import append_jsonl, write_lines
 from dgi.losses import global_reconstruction, local_commitment
 from dgi.metrics import popularity_buckets
 from dgi.model import Batch, DGIModel, Losses, NextTokenDetail
@@ -337,7 +337,7 @@ class Trainer:
             if record["epoch"] <= epochs_done:
                 kept.append(line)
         if len(kept) != len(lines):
-            write_text(self.run.log_file, "".join(f"{line}\n" for line in kept))
+            write_lines(self.run.log_file, kept, "\n")
 
 
 def length_bucketed(order: Tensor, lengths: Tensor, batch_size: int, pool_batches: int,

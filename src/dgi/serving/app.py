@@ -117,24 +117,28 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
                                        "type": "unknown_item"}])
         return [item_id for item_id in history if item_id in retriever]
 
-    async def run_search(request: SearchRequest, field: tuple) -> SearchResponse:
+    def checked(request: SearchRequest, field: tuple) -> tuple[str | None, list[str]]:
+        """(query or None, the known history ids), or a 422 naming the field."""
         history = known_history(request.history, field)
         query = request.query if request.query and request.query.strip() else None
         if query is None and not history:
             raise HTTPException(422, [{"loc": [*field], "msg": "give a query, a history or both",
                                        "type": "empty_request"}])
+        return query, history
+
+    async def run_search(request: SearchRequest, query: str | None, history: list[str]) -> SearchResponse:
         hits = await batcher.search(query, history, request.k, request.rule)
         return SearchResponse(results=[_hit(hit) for hit in hits])
 
     @app.post("/search", response_model=SearchResponse)
     async def search(request: SearchRequest) -> SearchResponse:
-        return await run_search(request, ("body",))
+        return await run_search(request, *checked(request, ("body",)))
 
     @app.post("/search/batch", response_model=BatchResponse)
     async def search_batch(batch: BatchRequest) -> BatchResponse:
-        for i, request in enumerate(batch.requests):  # every request checked before any is run
-            known_history(request.history, ("body", "requests", i))
-        responses = [run_search(request, ("body", "requests", i)) for i, request in enumerate(batch.requests)]
+        inputs = [checked(request, ("body", "requests", i)) for i, request in enumerate(batch.requests)]
+        # every request is checked before any is run
+        responses = [run_search(request, *args) for request, args in zip(batch.requests, inputs)]
         return BatchResponse(responses=list(await asyncio.gather(*responses)))
 
     @app.post("/items", status_code=201)
