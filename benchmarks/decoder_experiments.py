@@ -6,6 +6,9 @@
   # the table: one row per run directory, validation only, plus each run's learning-curve figure
   python benchmarks/decoder_experiments.py table runs/beauty runs/exp/* \
       --out benchmarks/results/decoder-experiments-amazon-beauty
+  # the beam width of each rule, on a run's selected model (validation)
+  python benchmarks/decoder_experiments.py beams runs/beauty --widths 20,50,100 \
+      --out benchmarks/results/decoder-experiments-amazon-beauty/beams.json
 
 A variant continues from the base run's last checkpoint, so every variant shares the same towers up to
 the end of the base's joint phase (same seed, same data) and differs only in what the overrides change;
@@ -26,11 +29,15 @@ from pathlib import Path
 
 import yaml
 
+import torch
+
 from dgi import pipeline
-from dgi.provenance import git_commit
 from dgi.config import apply_overrides, load_config
 from dgi.figures import learning_curves_png
+from dgi.io import write_json
+from dgi.provenance import git_commit, machine
 from dgi.run import RunDirectory
+from dgi.validation import validation_report
 
 RULES = ("lexicographic", "fused", "rerank")
 
@@ -100,6 +107,28 @@ def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> N
     print("\n".join(lines))
 
 
+def beam_widths(run_dir: Path, widths: list[int], metric: str = "ndcg@10") -> dict:
+    """Validation `metric` of every rule at each beam width, on the run's selected model: the width is a
+    search setting, chosen here on validation like the rule. Rerank ranks the union of the beams' buckets,
+    so its width and the others' are the same number here."""
+    run = RunDirectory(run_dir)
+    config = run.config()
+    corpus = pipeline.prepare_corpus(config)
+    retriever = pipeline.load_trained(run, corpus)
+    table: dict[str, dict[str, float]] = {}
+    for width in widths:
+        for rule in RULES:
+            retriever.search_config = config.search.model_copy(
+                update={"rule": rule, "beam_size": width, "rerank_beam_size": width})
+            with torch.no_grad():
+                report = validation_report(retriever, corpus, "valid", config.train.eval_examples,
+                                           generative=True, diagnostics=False)
+            table.setdefault(rule, {})[str(width)] = report["generative"][metric]
+            table.setdefault("dense", {})[str(width)] = report["dense"][metric]
+    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": config.train.eval_examples,
+            "by_rule_and_width": table}
+
+
 def _levels(values: list[float] | None) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "—"
 
@@ -115,9 +144,18 @@ def main() -> None:
     table.add_argument("runs", type=Path, nargs="+")
     table.add_argument("--out", type=Path, required=True)
     table.add_argument("--metric", default="ndcg@10")
+    beams = commands.add_parser("beams")
+    beams.add_argument("run", type=Path)
+    beams.add_argument("--widths", default="20,50,100")
+    beams.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "variant":
         run_variant(args.base, args.out, args.overrides)
+    elif args.command == "beams":
+        result = beam_widths(args.run, [int(w) for w in args.widths.split(",")])
+        write_json(args.out, {"command": " ".join(["python", *map(shlex.quote, sys.argv)]), "git_commit": git_commit(),
+                              "machine": machine(), **result})
+        print(json.dumps(result["by_rule_and_width"], indent=2))
     else:
         write_table(args.runs, args.out, args.metric, " ".join(["python", *map(shlex.quote, sys.argv)]))
 

@@ -33,3 +33,12 @@ def test_variant_continues_a_copy_and_the_table_lists_it(trained_run, tmp_path):
     assert rows[1]["per_epoch"][-1]["phase"] == "decoder" and len(rows[1]["beam_recall"]) == 3
     assert (out / "curves-decoder-1.png").read_bytes().startswith(b"\x89PNG")
     assert "decoder-1" in (out / "experiments.md").read_text()
+
+
+def test_beam_widths_scores_every_rule_at_every_width_on_validation(trained_run):
+    result = load_script().beam_widths(trained_run, [5, 10])
+    table = result["by_rule_and_width"]
+    assert result["split"] == "valid" and set(table) == {"lexicographic", "fused", "rerank", "dense"}
+    for rule in table:
+        assert set(table[rule]) == {"5", "10"} and all(0.0 <= v <= 1.0 for v in table[rule].values())
+    assert table["dense"]["5"] == table["dense"]["10"]  # the dense path has no beam

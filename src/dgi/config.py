@@ -94,6 +94,12 @@ class LossConfig(Section):
     sampled_negatives: int = Field(0, ge=0, description="items drawn uniformly per batch as extra InfoNCE "
                                    "negatives; in-batch negatives alone follow popularity and push it down")
     diversity: float = Field(0.5, ge=0)
+    ntp_label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the next-token "
+                                       "cross-entropy: spreads this share of each level's target mass over "
+                                       "all codes, against over-confident head codes")
+    ntp_popularity_power: float = Field(0.0, ge=0, le=1, description="weight each example's next-token loss "
+                                        "by its target's training count to this negative power (mean weight "
+                                        "1): 0 = every example alike, 1 = every item alike; lifts the tail")
 
 
 class TrainConfig(Section):

@@ -11,9 +11,10 @@ from torch import Tensor
 from dgi.device import full_precision
 
 
-def next_token_per_example(logits: list[Tensor], codes: Tensor) -> Tensor:
-    """Cross-entropy [B, m] of each example's hard code at each level (L_NTP is its mean)."""
-    return torch.stack([F.cross_entropy(level_logits, codes[:, j], reduction="none")
+def next_token_per_example(logits: list[Tensor], codes: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy [B, m] of each example's hard code at each level (L_NTP is its mean), optionally
+    label-smoothed (this share of the target mass spread evenly over the level's codes)."""
+    return torch.stack([F.cross_entropy(level_logits, codes[:, j], reduction="none", label_smoothing=label_smoothing)
                         for j, level_logits in enumerate(logits)], dim=1)
 
 

@@ -37,6 +37,7 @@ class Batch:
     targets: Tensor        # [B] item index
     history: Tensor        # [B, L] item index, -1 padded on the left
     query_ids: Tensor      # [B] query index or -1
+    rows: Tensor | None = None  # [B] the examples' rows in the training split (for a `ContextCache`)
 
 
 class DGIModel(nn.Module):
@@ -150,8 +151,9 @@ class DGIModel(nn.Module):
         return self.strategy.quantize(self.quantizer, z, item_ids, tau)
 
     def losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor, tau: float,
-               generative: bool) -> Losses:
-        """Every loss term for one batch; `generative=False` is the dense warm-up (InfoNCE only)."""
+               generative: bool, ntp_weights: Tensor | None = None) -> Losses:
+        """Every loss term for one batch; `generative=False` is the dense warm-up (InfoNCE only).
+        `ntp_weights` [B] weighs each example's next-token loss (see `loss.ntp_popularity_power`)."""
         weights = self.config.loss
         negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,), device=batch.targets.device)
         context, table, (targets, negatives) = self._batch_context(batch, item_embeddings, query_embeddings,
@@ -166,7 +168,7 @@ class DGIModel(nn.Module):
         quantized = self.quantize(z, batch.targets, tau)
         logits = self.level_logits(context, quantized.vectors)
         per_example = losses.next_token_per_example(logits, quantized.codes)
-        terms["ntp"] = per_example.mean()
+        terms["ntp"] = self._next_token_objective(logits, quantized.codes, per_example, ntp_weights)
         if self.strategy.trains_quantizer:
             codewords = self.quantizer.codewords(quantized.codes)
             terms["global"] = losses.global_reconstruction(z, quantized.reconstruction)
@@ -175,18 +177,34 @@ class DGIModel(nn.Module):
         correct = losses.next_token_hits(logits, quantized.codes)
         return Losses(terms, NextTokenDetail(per_example.detach(), correct, batch.targets))
 
-    def decoder_losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Losses:
+    def _next_token_objective(self, logits: list[Tensor], codes: Tensor, per_example: Tensor,
+                              weights: Tensor | None) -> Tensor:
+        """L_NTP as trained: the mean of `per_example` (the plain cross-entropy, which is also logged), or
+        of its label-smoothed form, each example weighted by `weights` when given."""
+        smoothing = self.config.loss.ntp_label_smoothing
+        trained = losses.next_token_per_example(logits, codes, smoothing) if smoothing else per_example
+        return (trained * weights[:, None]).mean() if weights is not None else trained.mean()
+
+    def decoder_losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor,
+                       context: Context | None = None, ntp_weights: Tensor | None = None) -> Losses:
         """NTP of the decoder alone on the fixed SIDs `frozen_codes`, fed the hard codewords beam search feeds.
 
-        The towers and the quantizer get no gradient (see `train_decoder_only`).
+        The towers and the quantizer get no gradient (see `train_decoder_only`), so the batch's context
+        may come precomputed (`context`, e.g. from a `ContextCache`) instead of being encoded again.
         """
-        with torch.no_grad():
-            context = self._batch_context(batch, item_embeddings, query_embeddings)[0]
+        if context is None:
+            with torch.no_grad():
+                context = self.batch_context(batch, item_embeddings, query_embeddings)
         codes = self.frozen_codes[batch.targets]
         logits = self.level_logits(context, self.quantizer.codewords(codes))
         per_example = losses.next_token_per_example(logits, codes)
         correct = losses.next_token_hits(logits, codes)
-        return Losses({"ntp": per_example.mean()}, NextTokenDetail(per_example.detach(), correct, batch.targets))
+        return Losses({"ntp": self._next_token_objective(logits, codes, per_example, ntp_weights)},
+                      NextTokenDetail(per_example.detach(), correct, batch.targets))
+
+    def batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Context:
+        """The context of each row of `batch` (history and query), as the towers encode it now."""
+        return self._batch_context(batch, item_embeddings, query_embeddings)[0]
 
     def train_decoder_only(self) -> None:
         """Training mode for the decoder and its heads; everything else frozen and in eval mode (no dropout),

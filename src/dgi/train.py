@@ -24,6 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
+from dgi.context_cache import ContextCache
 from dgi.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device
 from dgi.evaluate import index_statistics
@@ -88,7 +89,10 @@ class Trainer:
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
         self.history_lengths = (self.train_batches[1] >= 0).sum(dim=1)
         self.buckets = popularity_buckets(corpus.popularity)
+        self.ntp_item_weights = _popularity_weights(corpus.popularity, self.train_batches[0],
+                                                    config.loss.ntp_popularity_power)
         self.train_stats: dict[str, LevelStats] = {}  # this epoch's teacher-forced NTP, per level and bucket
+        self.context_cache: ContextCache | None = None  # the decoder phase's frozen contexts
         self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases
                                if phase.name != "decoder")  # the decoder phase has a schedule of its own
         self.state = {"epoch": 0, "step": 0, "joint_step": 0, "decoder_step": 0, "index_ready": False,
@@ -153,6 +157,18 @@ class Trainer:
             if not len(self.model.frozen_codes):
                 self._fix_codes()
             self.state["decoder_ready"] = True
+        if phase == "decoder" and self.context_cache is None:
+            self.context_cache = self._cache_contexts()
+
+    def _cache_contexts(self) -> ContextCache | None:
+        """Every training example's frozen context, once for the whole decoder phase (when it fits)."""
+        targets, history, query_ids = self.train_batches
+        if not ContextCache.fits(len(targets), history.shape[1], self.config.model.width):
+            return None
+        self.model.eval()
+        with autocast(self.device, self.autocast_dtype):
+            return ContextCache.build(self.model, Batch(*(t.to(self.device) for t in self.train_batches)),
+                                      self.item_embeddings, self.query_embeddings)
 
     def _fix_codes(self) -> None:
         with torch.no_grad():
@@ -210,9 +226,14 @@ class Trainer:
                            "local": local_commitment(quantized.hard_residuals, codewords,
                                                      self.config.loss.commitment_beta)})
         if phase == "decoder":
-            return self.model.decoder_losses(batch, self.item_embeddings, self.query_embeddings)
+            context = self.context_cache.context(batch.rows) if self.context_cache is not None else None
+            return self.model.decoder_losses(batch, self.item_embeddings, self.query_embeddings, context,
+                                             self._ntp_weights(batch))
         return self.model.losses(batch, self.item_embeddings, self.query_embeddings, self.tau,
-                                 generative=phase == "joint")
+                                 generative=phase == "joint", ntp_weights=self._ntp_weights(batch))
+
+    def _ntp_weights(self, batch: Batch) -> Tensor | None:
+        return self.ntp_item_weights.to(self.device)[batch.targets] if self.ntp_item_weights is not None else None
 
     @property
     def tau(self) -> float:
@@ -230,7 +251,8 @@ class Trainer:
         order = torch.randperm(len(targets), generator=generator)
         for chunk in length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator):
             if len(chunk) > 1:  # in-batch negatives need at least two rows
-                yield Batch(*(tensor[chunk].to(self.device) for tensor in (targets, history, query_ids)))
+                yield Batch(*(tensor[chunk].to(self.device) for tensor in (targets, history, query_ids)),
+                            rows=chunk.to(self.device))
 
     def _steps_per_epoch(self, phase: str) -> int:
         n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
@@ -353,6 +375,16 @@ def length_bucketed(order: Tensor, lengths: Tensor, batch_size: int, pool_batche
     batches = order.split(batch_size)
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] if pool_batches > 1 \
         else list(batches)
+
+
+def _popularity_weights(popularity: np.ndarray, train_targets: Tensor, power: float) -> Tensor | None:
+    """Per item: training count ** -power, scaled so that the mean weight over training examples is 1
+    (the loss keeps its scale; with power 1 every item weighs the same in total)."""
+    if not power:
+        return None
+    weights = torch.from_numpy(np.maximum(popularity, 1).astype(np.float64)) ** -power
+    weights = weights / weights[train_targets].mean()
+    return weights.float()
 
 
 def _selection_score(record: dict, metric: str) -> float:
