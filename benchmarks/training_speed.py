@@ -4,8 +4,8 @@ Usage:
   python benchmarks/training_speed.py --config configs/amazon-beauty.yaml --data data/amazon-beauty \
       --label after [--steps 120] [--set key=value ...] [--out benchmarks/results/training-speed.json]
 
-Each phase (dense, then joint after the k-means index) runs `--steps` optimizer steps after 5 warm-up
-steps and is extrapolated to a full epoch, or runs whole epochs with `--steps 0`. The validation pass
+Each phase (dense, then joint after the k-means index, then the decoder alone) runs `--steps` optimizer
+steps after 5 warm-up steps and is extrapolated to a full epoch, or runs whole epochs with `--steps 0`. The validation pass
 is the trainer's own per-epoch record (every ranking rule, beam recall, invalid SIDs, teacher-forced
 NTP) on `train.eval_examples` users. Results are merged into the JSON file under `--label`, with the
 command, git commit, machine, torch threads, dtype and the 1-minute load average before and after, so
@@ -40,8 +40,11 @@ WARMUP_STEPS = 5
 
 
 def time_phase(trainer: Trainer, phase: str, steps: int) -> dict:
-    """Wall and CPU seconds of `steps` optimizer steps (or one whole epoch when steps is 0)."""
+    """Wall and CPU seconds of `steps` optimizer steps (or one whole epoch when steps is 0), and of the
+    phase's one-off preparation (the k-means index; the decoder phase's frozen-context cache)."""
+    prepared = time.perf_counter()
     trainer._prepare(phase)
+    prepare_seconds = time.perf_counter() - prepared
     n_batches = trainer._steps_per_epoch(phase)
     if steps:
         trainer._batches = _first_batches(trainer._batches, WARMUP_STEPS)
@@ -53,7 +56,7 @@ def time_phase(trainer: Trainer, phase: str, steps: int) -> dict:
     measured = steps or n_batches
     return {"steps_timed": measured, "steps_per_epoch": n_batches, "seconds_per_step": wall / measured,
             "epoch_seconds": wall / measured * n_batches, "cpu_seconds_per_step": cpu / measured,
-            "extrapolated": bool(steps)}
+            "extrapolated": bool(steps), "prepare_seconds": prepare_seconds}
 
 
 def _first_batches(batches, n: int):
@@ -83,7 +86,7 @@ def main() -> None:
     corpus = prepare_corpus(config)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, corpus, RunDirectory(Path(run_dir)), progress=False)
-        phases = {phase: time_phase(trainer, phase, args.steps) for phase in ("dense", "joint")}
+        phases = {phase: time_phase(trainer, phase, args.steps) for phase in ("dense", "joint", "decoder")}
         validation = time_validation(trainer)
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),

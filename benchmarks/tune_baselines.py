@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from dgi import baselines, pipeline
-from dgi.benchmark import BASELINE_CLASS, dgi_config, load_bench_config
+from dgi import pipeline
+from dgi.benchmark import dgi_config, load_bench_config
 from dgi.provenance import git_commit, machine
 from dgi.evaluate import relevance
 from dgi.io import write_json
+from dgi.methods.registry import BASELINES
 from dgi.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
 
 EXCLUDE = (False, True)  # whether the history's own items may be recommended again
@@ -54,7 +55,7 @@ def main() -> None:
         trials = []
         for params in GRIDS[kind]:
             started = time.perf_counter()
-            model = getattr(baselines, BASELINE_CLASS[kind])(**params).fit(corpus)
+            model = BASELINES[kind](**params).fit(corpus)
             ranked, _ = model.rank(corpus, "valid", max(DEFAULT_KS), args.limit)
             trials.append({"params": params, "metrics": mean_metrics(per_query_metrics(ranked, relevant)),
                            "seconds": time.perf_counter() - started})

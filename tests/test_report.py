@@ -401,7 +401,7 @@ def test_committed_benchmark_results_follow_the_contract(results_file):
     bench = load_results(results_file.parent)
     assert bench.models
     for model in bench.models:
-        assert len(model.runs) == len(model.seeds)
-        for run in model.runs:
-            for name in (run.hubness_file, run.grad_norms_file):
+        assert len(model.per_seed) == len(model.seeds)
+        for run in model.per_seed:
+            for name in (run.files.hubness, run.files.grad_norms):
                 assert name is None or (bench.path / name).is_file(), name

@@ -7,6 +7,7 @@ DGI run continues from its last checkpoint):
     DIR/models/<slug>/seed-<s>/result.json  metrics of one model and seed
     DIR/models/<slug>/seed-<s>/hubness.npz  k-occurrence, popularity, item-vector norms
     DIR/models/<slug>/seed-<s>/grad_norms.npz  item-tower gradient norm per step (trained towers)
+    DIR/models/<slug>/seed-<s>/model/       the fitted method, saved (`dgi.methods.registry.load_method`)
     DIR/models/<slug>/seed-<s>/run/         the DGI / dual-encoder run directory
     DIR/results.json, report.md, figures/   written at the end (see dgi.report)
 
@@ -26,24 +27,25 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from dgi import baselines, pipeline
+from dgi import pipeline
 from dgi.config import Config, ConfigError, load_config
 from dgi.corpus import EncodedCorpus
-from dgi.evaluate import choose_rule, evaluate, relevance
-from dgi.io import save_npz, write_json, write_text
+from dgi.evaluate import relevance
+from dgi.io import CorruptFileError, save_npz, write_json, write_text
+from dgi.methods.base import Method
+from dgi.methods.dgi_method import DGIMethod
+from dgi.methods.registry import BASELINES
 from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.provenance import git_commit, machine
-from dgi.run import RunDirectory
+from dgi.results import BenchmarkResults, DatasetInfo, ModelSummary, RunFiles, SeedResult, field_path
 
 Kind = Literal["dgi", "dual_encoder", "sasrec", "tiger", "popularity", "content", "bm25", "dense_zero_shot"]
 FAMILY = {"dgi": "generative", "tiger": "generative", "dual_encoder": "dense", "dense_zero_shot": "dense",
           "sasrec": "sequential", "bm25": "sparse", "content": "heuristic", "popularity": "heuristic"}
 TRAINED = {"dgi", "dual_encoder", "sasrec", "tiger"}
-BASELINE_CLASS = {"sasrec": "SASRecBaseline", "tiger": "TigerBaseline", "popularity": "PopularityBaseline",
-                  "content": "ContentBaseline", "bm25": "BM25Baseline", "dense_zero_shot": "DenseZeroShotBaseline"}
 HUBNESS_K = 10
 
 
@@ -122,7 +124,7 @@ def load_bench_config(path: Path, data: Path | None = None, seeds: list[int] | N
 
 
 def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command: str | None = None,
-                  report_only: bool = False) -> dict:
+                  report_only: bool = False) -> BenchmarkResults:
     """Run every (model, seed) not finished yet, then write results.json and the report.
 
     `report_only` trains nothing: it reports the finished (model, seed) results and lists the rest as
@@ -142,12 +144,10 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
         bar.set_postfix_str(f"{spec.name} seed {seed}")
         seed_dir = seed_directory(out, spec, seed)
         if finished_result(spec, seed_dir) is None:
-            write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress))
+            write_json(seed_dir / "result.json", run_one(bench, spec, seed, corpus, seed_dir, progress).model_dump(mode="json"))
     results = collect(bench, out, corpus, time.perf_counter() - started, command or " ".join(sys.argv))
-    if not results["models"]:
-        raise FileNotFoundError(f"{out}: no finished (model, seed) result to report yet")
     write_text(out / "bench.yaml", recorded_config)  # what the report describes, also after --report-only
-    write_json(out / "results.json", results)
+    write_json(out / "results.json", results.model_dump(mode="json"))
     from dgi.report import write_report
 
     write_report(out, html=True)
@@ -158,7 +158,7 @@ def seed_directory(out: Path, spec: ModelSpec, seed: int) -> Path:
     return out / "models" / spec.slug / f"seed-{seed}"
 
 
-def finished_result(spec: ModelSpec, seed_dir: Path) -> dict | None:
+def finished_result(spec: ModelSpec, seed_dir: Path) -> SeedResult | None:
     """The saved result of this (model, seed), None if it has not finished.
 
     A result computed with another recipe (kind, overrides, params) than the config's is an error,
@@ -167,9 +167,14 @@ def finished_result(spec: ModelSpec, seed_dir: Path) -> dict | None:
     result_file = seed_dir / "result.json"
     if not result_file.exists():
         return None
-    result = json.loads(result_file.read_text(encoding="utf-8"))
-    if result.get("spec") != spec.recipe:
-        raise ConfigError(f"{result_file}: computed as {result.get('spec')}, but the config now asks for "
+    try:
+        result = SeedResult.model_validate_json(result_file.read_text(encoding="utf-8"))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise CorruptFileError(result_file, f"field '{field_path(first['loc'])}': {first['msg']}",
+                               f"delete {seed_dir} to rerun it") from None
+    if result.spec != spec.recipe:
+        raise ConfigError(f"{result_file}: computed as {result.spec}, but the config now asks for "
                           f"{spec.recipe}; delete {seed_dir} to rerun it")
     return result
 
@@ -211,81 +216,56 @@ def dgi_config(bench: BenchConfig, spec: ModelSpec, seed: int) -> Config:
 
 
 def run_one(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpus, seed_dir: Path,
-            progress: bool) -> dict:
-    """Fit (or resume) one model with one seed, rank the benchmark split, save metrics and hubness data."""
+            progress: bool) -> SeedResult:
+    """Fit (or resume) one model with one seed, rank the benchmark split, save it, its metrics and hubness data.
+
+    Every kind goes through the same `Method` calls: fit, rank, details, save.
+    """
     started = time.perf_counter()
-    extra: dict[str, Any] = {}
-    if spec.kind in ("dgi", "dual_encoder"):
-        ranked, item_norms, train_seconds, query_seconds, extra = _run_dgi(bench, spec, seed, corpus, seed_dir, progress)
-    else:
-        model = make_baseline(spec, seed, bench.device, progress)
-        fit_started = time.perf_counter()
-        model.fit(corpus)
-        train_seconds = getattr(model, "train_seconds", time.perf_counter() - fit_started) if spec.kind in TRAINED else None
-        query_started = time.perf_counter()
-        ranked, _ = model.rank(corpus, bench.split, max(DEFAULT_KS))
-        query_seconds = time.perf_counter() - query_started
-        item_norms = model.item_norms() if hasattr(model, "item_norms") else None
-        if hasattr(model, "index_statistics"):
-            extra["index"] = model.index_statistics()
-            extra["invalid_sid_rate"] = model.invalid_sid_rate(corpus, bench.split)
+    method = make_method(bench, spec, seed, seed_dir, progress)
+    fit_started = time.perf_counter()
+    method.fit(corpus)
+    fit_seconds = time.perf_counter() - fit_started
+    query_started = time.perf_counter()
+    ranked, _ = method.rank(corpus, bench.split, max(DEFAULT_KS))
+    query_seconds = time.perf_counter() - query_started
+    details = method.details(corpus, bench.split)
+    method.save(seed_dir / "model")
     arrays = corpus.splits[bench.split]
     per_query = per_query_metrics(ranked, relevance(arrays))
     k_occurrence = np.bincount(ranked[:, :HUBNESS_K][ranked[:, :HUBNESS_K] >= 0], minlength=len(corpus.item_ids))
     hubness = {"k_occurrence": k_occurrence, "popularity": corpus.popularity}
-    if item_norms is not None:
-        hubness["item_norms"] = np.asarray(item_norms, dtype=np.float32)
+    if details.item_norms is not None:
+        hubness["item_norms"] = np.asarray(details.item_norms, dtype=np.float32)
     save_npz(seed_dir / "hubness.npz", hubness)
-    files = {"hubness": "hubness.npz", "grad_norms": "grad_norms.npz" if (seed_dir / "grad_norms.npz").exists() else None}
-    return {"seed": seed, "spec": spec.recipe, "overall": mean_metrics(per_query),
-            "buckets": bucketed_metrics(per_query, arrays.targets, popularity_buckets(corpus.popularity)),
-            "train_seconds": train_seconds, "query_ms": 1000 * query_seconds / max(len(ranked), 1),
-            "index": extra.get("index"), "invalid_sid_rate": extra.get("invalid_sid_rate"),
-            "k_occurrence_skewness": skewness(k_occurrence), "files": files,
-            "method": extra.get("method"), "valid_rule_scores": extra.get("valid_rule_scores"),
-            "rules": extra.get("rules"), "rule_buckets": extra.get("rule_buckets"),
-            "wall_seconds": time.perf_counter() - started,
-            "machine": machine(bench.device), "git_commit": git_commit()}  # a resumed benchmark can span commits
+    files = RunFiles(hubness="hubness.npz", grad_norms=None)
+    if details.grad_norms is not None:
+        norms = details.grad_norms
+        trained = norms > 0  # a frozen quantizer's fitting phase leaves the item tower untouched
+        save_npz(seed_dir / "grad_norms.npz", {"step": np.arange(1, len(norms) + 1)[trained], "item_tower": norms[trained]})
+        files.grad_norms = "grad_norms.npz"
+    train_seconds = details.train_seconds if details.train_seconds is not None else \
+        (fit_seconds if spec.kind in TRAINED else None)
+    query_ms = details.query_ms if details.query_ms is not None else 1000 * query_seconds / max(len(ranked), 1)
+    return SeedResult(
+        seed=seed, spec=spec.recipe, overall=mean_metrics(per_query),
+        buckets=bucketed_metrics(per_query, arrays.targets, popularity_buckets(corpus.popularity)),
+        train_seconds=train_seconds, query_ms=query_ms, index=details.index, invalid_sid_rate=details.invalid_sid_rate,
+        k_occurrence_skewness=skewness(k_occurrence), files=files, method=details.ranked_with,
+        valid_rule_scores=details.valid_rule_scores, rules=details.rules, rule_buckets=details.rule_buckets,
+        wall_seconds=time.perf_counter() - started,
+        machine=machine(bench.device), git_commit=git_commit())  # a resumed benchmark can span commits
 
 
-def _run_dgi(bench: BenchConfig, spec: ModelSpec, seed: int, corpus: EncodedCorpus, seed_dir: Path,
-             progress: bool) -> tuple[np.ndarray, np.ndarray, float, float, dict]:
-    run = RunDirectory(seed_dir / "run")
-    if run.exists():
-        pipeline.resume(run.path, progress)  # finishes the remaining epochs (none if training ended)
-    else:
-        pipeline.train(dgi_config(bench, spec, seed), run.path, corpus, progress)
-    retriever = pipeline.load_trained(run, corpus, bench.device)
-    train = run.config().train
-    method, valid_scores = "dense", None  # a dual encoder has the dense path only
-    with torch.no_grad():
-        report, rankings = evaluate(retriever, corpus, bench.split)
-        if retriever.index is not None:
-            rule, valid_scores = choose_rule(retriever, corpus, train.select_metric, train.eval_examples)
-            method = f"generative/{rule}"
-    write_json(seed_dir / f"eval-{bench.split}.json", {**report, "benchmark_method": method,
-                                                       "valid_rule_scores": valid_scores})
-    ranked = rankings[method][0]
-    records = [json.loads(line) for line in run.log_file.read_text(encoding="utf-8").splitlines() if line]
-    norms = np.array([norm for record in records for norm in record.get("item_grad_norm", [])], dtype=np.float32)
-    trained = norms > 0  # a frozen quantizer's fitting phase leaves the item tower untouched
-    save_npz(seed_dir / "grad_norms.npz", {"step": np.arange(1, len(norms) + 1)[trained], "item_tower": norms[trained]})
-    item_norms = retriever.item_vectors.norm(dim=-1).cpu().numpy()
-    extra = {"index": report.get("index"), "invalid_sid_rate": report.get("invalid_sid_rate"), "method": method,
-             "valid_rule_scores": valid_scores,
-             "rules": {name: m["overall"] for name, m in report["methods"].items()},
-             "rule_buckets": {name: {bucket: values["hit@10"] for bucket, values in m["buckets"].items()}
-                              for name, m in report["methods"].items()}}
-    query_seconds = report["methods"][method]["query_ms"] * len(ranked) / 1000
-    return ranked, item_norms, run.state()["train_seconds"], query_seconds, extra
-
-
-def make_baseline(spec: ModelSpec, seed: int, device: str, progress: bool):
-    """The (not yet fitted) baseline a spec names, with its params, plus a seed and device if it trains."""
+def make_method(bench: BenchConfig, spec: ModelSpec, seed: int, seed_dir: Path, progress: bool) -> Method:
+    """The (not yet fitted) method a spec names: DGI-family kinds train a run in `seed_dir/run`; the
+    other kinds are built from their params, plus a seed and device if they train."""
+    if spec.kind in ("dgi", "dual_encoder"):
+        return DGIMethod(dgi_config(bench, spec, seed), seed_dir / "run", bench.device, progress)
     params = dict(spec.params)
     if spec.kind in ("sasrec", "tiger"):
-        params.update(seed=seed, device=device, progress=progress)
-    return getattr(baselines, BASELINE_CLASS[spec.kind])(**params)
+        params.update(seed=seed, device=bench.device, progress=progress)
+    return BASELINES[spec.kind](**params)
 
 
 def skewness(values: np.ndarray) -> float:
@@ -295,7 +275,8 @@ def skewness(values: np.ndarray) -> float:
     return float(((values - values.mean()) ** 3).mean() / std**3) if std > 0 else 0.0
 
 
-def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: float, command: str) -> dict:
+def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: float,
+            command: str) -> BenchmarkResults:
     """Aggregate the finished (model, seed) results; the missing ones are listed under "pending"."""
     dataset = corpus.dataset
     models, pending = [], []
@@ -306,30 +287,30 @@ def collect(bench: BenchConfig, out: Path, corpus: EncodedCorpus, wall_seconds: 
             if result is None:
                 pending.append({"model": spec.name, "seed": seed})
                 continue
-            result["files"] = {name: (f"models/{spec.slug}/seed-{seed}/{path}" if path else None)
-                               for name, path in result["files"].items()}
+            prefix = f"models/{spec.slug}/seed-{seed}/"
+            result.files = RunFiles(**{name: prefix + path if path else None
+                                       for name, path in result.files.model_dump().items()})
             per_seed.append(result)
         if not per_seed:
             continue
-        models.append({"name": spec.name, "slug": spec.slug, "kind": spec.kind, "spec": spec.recipe,
-                       "family": FAMILY[spec.kind],
-                       "geometry": _geometry(bench, spec), "seeds": [r["seed"] for r in per_seed],
-                       "per_seed": per_seed, **_aggregate(per_seed)})
-    return {"dataset": {"name": dataset.name, "path": str(bench.data), "items": len(dataset.items),
-                        **{f"{split}_examples": len(rows) for split, rows in dataset.splits.items()},
-                        "note": bench.note},
-            "split": bench.split, "ks": list(DEFAULT_KS),
-            "bucket_edges": popularity_buckets(corpus.popularity).edges,
-            "command": command,
-            "git_commit": git_commit(), "machine": machine(bench.device), "wall_seconds": wall_seconds,
-            "models": models, "pending": pending}
+        models.append(ModelSummary(name=spec.name, slug=spec.slug, kind=spec.kind, spec=spec.recipe,
+                                   family=FAMILY[spec.kind], geometry=_geometry(bench, spec),
+                                   seeds=[r.seed for r in per_seed], per_seed=per_seed, **_aggregate(per_seed)))
+    if not models:
+        raise FileNotFoundError(f"{out}: no finished (model, seed) result to report yet")
+    return BenchmarkResults(
+        dataset=DatasetInfo(name=dataset.name, path=str(bench.data), items=len(dataset.items), note=bench.note,
+                            **{f"{split}_examples": len(rows) for split, rows in dataset.splits.items()}),
+        split=bench.split, ks=list(DEFAULT_KS), bucket_edges=popularity_buckets(corpus.popularity).edges,
+        command=command, git_commit=git_commit(), machine=machine(bench.device), wall_seconds=wall_seconds,
+        models=models, pending=pending)
 
 
-def _aggregate(per_seed: list[dict]) -> dict:
-    metrics = per_seed[0]["overall"].keys()
-    stack = {m: np.array([r["overall"][m] for r in per_seed]) for m in metrics}
-    buckets = {b: {m: float(np.mean([r["buckets"][b][m] for r in per_seed])) for m in per_seed[0]["buckets"][b]}
-               for b in per_seed[0]["buckets"]}
+def _aggregate(per_seed: list[SeedResult]) -> dict:
+    metrics = per_seed[0].overall.keys()
+    stack = {m: np.array([r.overall[m] for r in per_seed]) for m in metrics}
+    buckets = {b: {m: float(np.mean([r.buckets[b][m] for r in per_seed])) for m in per_seed[0].buckets[b]}
+               for b in per_seed[0].buckets}
     return {"mean": {m: float(v.mean()) for m, v in stack.items()},
             "std": {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in stack.items()},
             "buckets_mean": buckets}

@@ -265,11 +265,11 @@ def benchmark(
                         *(f"{flag} {shlex.quote(str(value))}" for flag, value in given.items() if value is not None),
                         *(["--report-only"] if report_only else [])])
     results = run_benchmark(bench, out, progress=not quiet, command=command, report_only=report_only)
-    rows = {model["name"]: model["mean"] for model in results["models"]}
-    over = "the finished seeds" if results["pending"] else f"seeds {bench.seeds}"
+    rows = {model.name: model.mean for model in results.models}
+    over = "the finished seeds" if results.pending else f"seeds {bench.seeds}"
     console.print(metrics_table(f"{bench.name} — {bench.split} (mean over {over})", rows))
-    if results["pending"]:
-        console.print(f"{len(results['pending'])} (model, seed) runs not finished yet (listed in the report)")
+    if results.pending:
+        console.print(f"{len(results.pending)} (model, seed) runs not finished yet (listed in the report)")
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'}")
 
 

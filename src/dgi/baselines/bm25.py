@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bm25s
 import numpy as np
 
 from dgi.corpus import EncodedCorpus
+from dgi.io import atomic_directory
+from dgi.methods.base import MethodDetails, read_manifest, write_manifest
+
+INDEX, TOKENIZER = "bm25s", "tokenizer"  # bm25s's own files, in these subdirectories
 
 
 def context_texts(corpus: EncodedCorpus, split: str, history_items: int, limit: int | None = None) -> list[str]:
@@ -57,6 +63,33 @@ class BM25Baseline:
         self.retriever = bm25s.BM25(k1=self.k1, b=self.b)
         self.retriever.index(self.tokenizer.to_tokenized_tuple(tokens), show_progress=False)
         return self
+
+    def params(self) -> dict:
+        return {"k1": self.k1, "b": self.b, "history_items": self.history_items, "exclude_history": self.exclude_history}
+
+    def save(self, directory: str | Path) -> Path:
+        """The bm25s index and tokenizer vocabulary in bm25s's own format, beside `method.json`."""
+        if self.retriever is None:
+            raise RuntimeError("fit() the baseline first")
+        with atomic_directory(directory) as tmp:
+            write_manifest(tmp, self.name, self.params())
+            self.retriever.save(str(tmp / INDEX), show_progress=False)
+            (tmp / TOKENIZER).mkdir()
+            self.tokenizer.save_vocab(str(tmp / TOKENIZER))
+            self.tokenizer.save_stopwords(str(tmp / TOKENIZER))
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BM25Baseline:
+        method = cls(**read_manifest(directory, cls.name))
+        method.retriever = bm25s.BM25.load(str(Path(directory) / INDEX), show_progress=False)
+        method.tokenizer = bm25s.tokenization.Tokenizer(stopwords=[])
+        method.tokenizer.load_vocab(str(Path(directory) / TOKENIZER))
+        method.tokenizer.load_stopwords(str(Path(directory) / TOKENIZER))
+        return method
+
+    def details(self, corpus: EncodedCorpus, split: str) -> MethodDetails:
+        return MethodDetails()
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.retriever is None:

@@ -6,16 +6,19 @@ from typing import Literal
 
 import faiss
 import numpy as np
+import torch
+from torch import Tensor
 
 from dgi.baselines.popularity import PopularityBaseline
 from dgi.corpus import EncodedCorpus
+from dgi.methods.base import SavedState
 
 Mode = Literal["auto", "last_item", "query", "mean"]
 
 
-def item_index(corpus: EncodedCorpus) -> faiss.IndexFlatIP:
+def item_index(vectors: np.ndarray) -> faiss.IndexFlatIP:
     """Exact inner-product index; on L2-normalized embeddings inner product is cosine."""
-    vectors = np.ascontiguousarray(corpus.item_embeddings.numpy(), dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     return index
@@ -54,9 +57,10 @@ def knn_rank(index: faiss.IndexFlatIP, vectors: np.ndarray, has_context: np.ndar
     return ranked, scores
 
 
-class ExactKnnBaseline:
+class ExactKnnBaseline(SavedState):
     """Shared part of the embedding baselines: an exact index over the item text embeddings and the
-    popularity order for examples without any context. Subclasses say how to embed a context."""
+    popularity order for examples without any context. Subclasses say how to embed a context and which
+    constructor parameters they take (`params`)."""
 
     def __init__(self, exclude_history: bool = False, batch_size: int = 1024) -> None:
         self.exclude_history = exclude_history
@@ -64,9 +68,26 @@ class ExactKnnBaseline:
         self.index: faiss.IndexFlatIP | None = None
 
     def fit(self, corpus: EncodedCorpus) -> ExactKnnBaseline:
-        self.index = item_index(corpus)
+        self.index = item_index(corpus.item_embeddings.numpy())
         self.fallback = PopularityBaseline().fit(corpus)
         return self
+
+    def params(self) -> dict:
+        return {"exclude_history": self.exclude_history, "batch_size": self.batch_size}
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        index = self._require_fit()
+        _, fallback = self.fallback.state()
+        return self.params(), {"item_vectors": torch.from_numpy(index.reconstruct_n(0, index.ntotal)),
+                               **{f"fallback.{name}": t for name, t in fallback.items()}}
+
+    @classmethod
+    def from_state(cls, params: dict, tensors: dict[str, Tensor]) -> ExactKnnBaseline:
+        method = cls(**params)
+        method.index = item_index(tensors["item_vectors"].numpy())
+        method.fallback = PopularityBaseline.from_state({}, {name.removeprefix("fallback."): t for name, t in
+                                                             tensors.items() if name.startswith("fallback.")})
+        return method
 
     def _require_fit(self) -> faiss.IndexFlatIP:
         if self.index is None:
@@ -96,6 +117,9 @@ class ContentBaseline(ExactKnnBaseline):
             raise ValueError(f"mode must be 'auto', 'last_item', 'query' or 'mean', got {mode!r}")
         super().__init__(exclude_history, batch_size)
         self.mode = mode
+
+    def params(self) -> dict:
+        return {**super().params(), "mode": self.mode}
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         index = self._require_fit()

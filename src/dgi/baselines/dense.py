@@ -31,13 +31,20 @@ class DenseZeroShotBaseline(ExactKnnBaseline):
         self.encoder = encoder
         self.history_items = history_items
 
+    def params(self) -> dict:  # the encoder is the corpus's: named there, not saved here
+        return {**super().params(), "history_items": self.history_items}
+
     def fit(self, corpus: EncodedCorpus) -> DenseZeroShotBaseline:
+        self._corpus_encoder(corpus)
+        super().fit(corpus)
+        return self
+
+    def _corpus_encoder(self, corpus: EncodedCorpus) -> EmbeddingCache:
         self.encoder = self.encoder or cached_encoder(corpus.encoder_name)
         if self.encoder.encoder.name != corpus.encoder_name:
             raise ValueError(f"encoder {self.encoder.encoder.name!r} differs from the corpus's "
                              f"{corpus.encoder_name!r}: their embeddings are not comparable")
-        super().fit(corpus)
-        return self
+        return self.encoder
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         index = self._require_fit()
@@ -45,6 +52,6 @@ class DenseZeroShotBaseline(ExactKnnBaseline):
         has_context = np.array([bool(text) for text in texts], dtype=bool)
         vectors = np.zeros((len(texts), index.d), dtype=np.float32)
         if has_context.any():
-            vectors[has_context] = self.encoder.encode([text for text in texts if text])
+            vectors[has_context] = self._corpus_encoder(corpus).encode([text for text in texts if text])
         return knn_rank(index, vectors, has_context, self.fallback, k, self._excluded(corpus, split, limit),
                         self.batch_size)

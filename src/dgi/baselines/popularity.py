@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from dgi.corpus import EncodedCorpus
+from dgi.methods.base import SavedState
 
 
-class PopularityBaseline:
+class PopularityBaseline(SavedState):
     name = "popularity"
 
     def __init__(self) -> None:
@@ -18,6 +21,17 @@ class PopularityBaseline:
         self.order = np.lexsort((np.arange(len(popularity)), -popularity))  # ties: lower index first
         self.scores = popularity[self.order].astype(np.float64)
         return self
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        if self.order is None:
+            raise RuntimeError("fit() the baseline first")
+        return {}, {"order": torch.from_numpy(self.order), "scores": torch.from_numpy(self.scores)}
+
+    @classmethod
+    def from_state(cls, params: dict, tensors: dict[str, Tensor]) -> PopularityBaseline:
+        method = cls(**params)
+        method.order, method.scores = tensors["order"].numpy(), tensors["scores"].numpy()
+        return method
 
     def rank(self, corpus: EncodedCorpus, split: str, k: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.order is None:

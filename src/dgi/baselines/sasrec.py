@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from dgi.corpus import EncodedCorpus
 from dgi.data.arrays import PAD
 from dgi.evaluate import relevance
+from dgi.methods.base import MethodDetails, SavedState
 from dgi.metrics import mean_metrics, per_query_metrics
 
 
@@ -140,7 +141,7 @@ def _fit_width(history: np.ndarray, max_len: int) -> np.ndarray:
     return np.ascontiguousarray(history, dtype=np.int64)
 
 
-class SASRecBaseline:
+class SASRecBaseline(SavedState):
     """Train SASRec on the train split, pick the epoch by validation NDCG@10, rank all items by dot product.
 
     `patience` stops training after that many epochs without a better validation NDCG@10 (None: run
@@ -255,3 +256,29 @@ class SASRecBaseline:
             raise RuntimeError("fit() the baseline first")
         with torch.no_grad():
             return self.model.item_matrix().norm(dim=1).double().cpu().numpy()
+
+    def details(self, corpus: EncodedCorpus, split: str) -> MethodDetails:
+        return MethodDetails(train_seconds=self.train_seconds, item_norms=self.item_norms())
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        """The constructor's parameters (device aside), the catalogue size, the training record and the weights."""
+        if self.model is None:
+            raise RuntimeError("fit() the baseline first")
+        params = {"hidden": self.hidden, "layers": self.layers, "heads": self.heads, "dropout": self.dropout,
+                  "max_len": self.max_len, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                  "weight_decay": self.weight_decay, "seed": self.seed, "eval_examples": self.eval_examples,
+                  "patience": self.patience}
+        trained = {"n_items": self.model.items.num_embeddings - 1, "train_seconds": self.train_seconds,
+                   "best_epoch": self.best_epoch, "history": self.history}
+        return {"params": params, "trained": trained}, dict(self.model.state_dict())
+
+    @classmethod
+    def from_state(cls, params: dict, tensors: dict[str, Tensor]) -> SASRecBaseline:
+        method, trained = cls(**params["params"]), params["trained"]
+        method.model = _SASRec(trained["n_items"], method.hidden, method.layers, method.heads, method.dropout,
+                               method.max_len)
+        method.model.load_state_dict(tensors)
+        method.model.eval()
+        method.train_seconds, method.best_epoch, method.history = (trained["train_seconds"], trained["best_epoch"],
+                                                                   trained["history"])
+        return method

@@ -31,8 +31,14 @@ from dgi.corpus import EncodedCorpus
 from dgi.decoder import DecoderBlock
 from dgi.evaluate import relevance
 from dgi.index import SIDIndex
+from dgi.methods.base import MethodDetails, SavedState
 from dgi.metrics import mean_metrics, per_query_metrics
 from dgi.search import Beams, beam_search
+
+
+_TIGER_PARAMS = ("rq_epochs", "epochs", "width", "layers", "heads", "beam_size", "batch_size", "lr", "seed",
+                 "eval_examples", "latent_dim", "rq_hidden", "rq_levels", "rq_codebook_size", "rq_batch_size", "rq_lr",
+                 "rq_beta", "kmeans_iterations", "dropout", "weight_decay", "warmup_steps", "ffn_multiplier")
 
 
 class TigerSeq2Seq(nn.Module):
@@ -99,7 +105,7 @@ class TigerSeq2Seq(nn.Module):
         return self.heads[level](hidden)
 
 
-class TigerBaseline:
+class TigerBaseline(SavedState):
     """Two-Stage generative retrieval: frozen RQ-VAE SIDs + seq2seq Transformer, constrained beam search.
 
     fit() trains the RQ-VAE for `rq_epochs`, freezes it, then trains the seq2seq model for `epochs`,
@@ -157,11 +163,15 @@ class TigerBaseline:
             seed=self.seed, device=self.device, log=self._log)
         self.history["rq"] = rq_history
         self.rq_codes = self.rqvae.encode(corpus.item_embeddings.float().to(self.device)).cpu()
-        self.item_codes = disambiguate(self.rq_codes)
-        sizes = [self.rq_codebook_size] * self.rq_levels + [int(self.item_codes[:, -1].max()) + 1]
-        self.index = SIDIndex.build(self.item_codes, sizes)
-        self._item_codes_device = self.item_codes.to(self.device)
-        self._log(f"SIDs: {self.index_statistics()['collisions']}, level-4 size {sizes[-1]}")
+        self._index_codes(disambiguate(self.rq_codes))
+        self._log(f"SIDs: {self.index_statistics()['collisions']}, level-4 size {self.index.codebook_sizes[-1]}")
+
+    def _index_codes(self, item_codes: Tensor) -> None:
+        """The SID index over the items' unique 4-token SIDs (RQ-VAE codes + disambiguation code)."""
+        self.item_codes = item_codes
+        sizes = [self.rq_codebook_size] * self.rq_levels + [int(item_codes[:, -1].max()) + 1]
+        self.index = SIDIndex.build(item_codes, sizes)
+        self._item_codes_device = item_codes.to(self.device)
 
     def _fit_seq2seq(self, corpus: EncodedCorpus) -> None:
         torch.manual_seed(self.seed)
@@ -318,6 +328,38 @@ class TigerBaseline:
             raise RuntimeError("fit() the baseline first")
         index = SIDIndex.build(self.rq_codes, [self.rq_codebook_size] * self.rq_levels)
         return {"collisions": index.collision_stats(), "code_usage": index.code_usage()}
+
+    def details(self, corpus: EncodedCorpus, split: str) -> MethodDetails:
+        return MethodDetails(train_seconds=self.train_seconds, index=self.index_statistics(),
+                             invalid_sid_rate=self.invalid_sid_rate(corpus, split))
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        """The constructor's parameters (device aside), the seq2seq weights and the RQ-VAE's codes. The
+        RQ-VAE itself is not kept: ranking the catalogue needs the SIDs it gave, not the encoder."""
+        if self.model is None:
+            raise RuntimeError("fit() the baseline first")
+        params = {name: getattr(self, name) for name in _TIGER_PARAMS}
+        params["rq_hidden"] = list(self.rq_hidden)
+        trained = {"text_dim": self.model.query_projection.in_features,
+                   "max_history": self.model.position_embedding.shape[0], "train_seconds": self.train_seconds,
+                   "best_epoch": self.best_epoch, "history": self.history}
+        tensors = {f"model.{name}": t for name, t in self.model.state_dict().items()}
+        return {"params": params, "trained": trained}, {**tensors, "rq_codes": self.rq_codes}
+
+    @classmethod
+    def from_state(cls, params: dict, tensors: dict[str, Tensor]) -> TigerBaseline:
+        method, trained = cls(**params["params"]), params["trained"]
+        method.rq_codes = tensors["rq_codes"]
+        method._index_codes(disambiguate(method.rq_codes))
+        method.model = TigerSeq2Seq(list(method.index.codebook_sizes), trained["text_dim"], method.width,
+                                    method.layers, method.heads, trained["max_history"], method.dropout,
+                                    method.ffn_multiplier)
+        method.model.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()
+                                      if name.startswith("model.")})
+        method.model.eval()
+        method.train_seconds, method.best_epoch, method.history = (trained["train_seconds"], trained["best_epoch"],
+                                                                   trained["history"])
+        return method
 
     def _log(self, message: str) -> None:
         if self.progress:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dgi.io import atomic_path, write_text
 from dgi.report.document import png_size, render_html, render_markdown
-from dgi.report.results import load_results
+from dgi.results import load_results
 from dgi.report.sections import FIGURE_NAMES, build_report, fmt_metric
 
 __all__ = ["FIGURE_NAMES", "fmt_metric", "load_results", "png_size", "write_report"]

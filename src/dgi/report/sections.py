@@ -1,6 +1,6 @@
 """What the report says: number formatting, one function per section, and `build_report`.
 
-Each section turns the `Bench` read by `dgi.report.results` into blocks of a
+Each section turns the `BenchmarkResults` read by `dgi.report.results` into blocks of a
 `dgi.report.document.Doc`; a section without data becomes a one-line note.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from dgi import figures
 from dgi.report.document import Cell, Doc, FigureBlock, Table
-from dgi.report.results import BUCKET_METRIC, Bench, ModelResult, load_npz
+from dgi.results import BUCKET_METRIC, BenchmarkResults, BucketEdge, ModelSummary, load_npz
 
 FIGURE_NAMES = {
     "table": "fig1-main-table.png",
@@ -55,9 +55,9 @@ def fmt_duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
 
 
-def _rules_text(model: ModelResult) -> str:
+def _rules_text(model: ModelSummary) -> str:
     """" · rerank" when every seed chose one ranking rule on validation, " · rerank ×2, fused ×1" otherwise."""
-    chosen = [run.method.split("/", 1)[1] for run in model.runs if run.method and "/" in run.method]
+    chosen = [run.method.split("/", 1)[1] for run in model.per_seed if run.method and "/" in run.method]
     if not chosen:
         return ""
     counts = {rule: chosen.count(rule) for rule in dict.fromkeys(chosen)}
@@ -88,20 +88,20 @@ def _best(values: list[float | None], lower: bool, display) -> list[bool]:
 # -------------------------------------------------------------- the sections
 
 
-def _header(doc: Doc, bench: Bench) -> None:
+def _header(doc: Doc, bench: BenchmarkResults) -> None:
     d = bench.dataset
-    dataset = (f"{d['name']}: {d['items']:,} items; {d['train_examples']:,} train / {d['valid_examples']:,} valid / "
-               f"{d['test_examples']:,} test examples")
-    if d.get("note"):
-        dataset += f" ({d['note']})"
+    dataset = (f"{d.name}: {d.items:,} items; {d.train_examples:,} train / {d.valid_examples:,} valid / "
+               f"{d.test_examples:,} test examples")
+    if d.note:
+        dataset += f" ({d.note})"
     m = bench.machine
-    trained = [r.train_seconds for model in bench.models for r in model.runs if r.train_seconds]
+    trained = [r.train_seconds for model in bench.models for r in model.per_seed if r.train_seconds]
     doc.facts([
         ("Dataset", dataset, False),
         ("Split", bench.split, False),
         ("Command", bench.command, True),
         ("Commit", bench.git_commit, True),
-        ("Machine", f"{m['platform']}; {m['cpus']} CPUs; device {m['device']}", False),
+        ("Machine", f"{m.platform}; {m.cpus} CPUs; device {m.device}", False),
         ("Wall time", f"{fmt_duration(bench.wall_seconds)} (this command; finished runs are reused)", False),
         ("Training time", f"{fmt_duration(sum(trained))} summed over {len(trained)} trained (model, seed) runs",
          False),
@@ -112,29 +112,29 @@ def _header(doc: Doc, bench: Bench) -> None:
                  "Means cover the finished seeds only; rerun the command without --report-only to finish.")
 
 
-def _main_table(doc: Doc, bench: Bench) -> None:
+def _main_table(doc: Doc, bench: BenchmarkResults) -> None:
     doc.heading("1. Main results")
     metrics = bench.table_metrics
     models = bench.models
-    train = [_mean([r.train_seconds for r in m.runs]) for m in models]
-    query = [_mean([r.query_ms for r in m.runs]) for m in models]
+    train = [_mean([r.train_seconds for r in m.per_seed]) for m in models]
+    query = [_mean([r.query_ms for r in m.per_seed]) for m in models]
     columns: list[list[float | None]] = [[m.mean.get(key) for m in models] for key, _ in metrics]
     best = [_best(col, lower=False, display=lambda v: f"{v:.4f}") for col in columns]
     best += [_best(train, lower=True, display=fmt_seconds), _best(query, lower=True, display=lambda v: f"{v:.2f}")]
 
-    def std(model: ModelResult, key: str) -> float | None:
-        return model.std.get(key) if len(model.runs) > 1 else None
+    def std(model: ModelSummary, key: str) -> float | None:
+        return model.std.get(key) if len(model.per_seed) > 1 else None
 
     headers = ["Model", "Type", "Seeds"] + [h for _, h in metrics] + ["Train time", "Query ms"]
     rows = []
     for i, model in enumerate(models):
         kind = model.family + (f" · {model.geometry}" if model.geometry else "") + _rules_text(model)
-        cells = [Cell(model.name), Cell(kind), Cell(str(len(model.runs)))]
+        cells = [Cell(model.name), Cell(kind), Cell(str(len(model.per_seed)))]
         cells += [_metric_cell(model.mean[key], std(model, key), best[c][i]) for c, (key, _) in enumerate(metrics)]
         cells.append(Cell(fmt_seconds(train[i]), best[-2][i]))
         cells.append(Cell("—" if query[i] is None else f"{query[i]:.2f}", best[-1][i]))
         rows.append(cells)
-    counts = sorted({len(m.runs) for m in models})
+    counts = sorted({len(m.per_seed) for m in models})
     numbers = [str(n) for n in counts]
     seed_text = (", ".join(numbers[:-1]) + " or " if len(numbers) > 1 else "") + numbers[-1]
     seed_text += " seed" if counts == [1] else " seeds"
@@ -156,7 +156,7 @@ def _main_table(doc: Doc, bench: Bench) -> None:
         image_rows.append(row)
         image_bold.append([False, False] + [best[c][i] for c in range(len(best))])
     png = figures.table_png(
-        f"{bench.dataset['name']} · {bench.split} split", image_headers, image_rows, image_bold,
+        f"{bench.dataset.name} · {bench.split} split", image_headers, image_rows, image_bold,
         [m.colour for m in models], footnote="Mean ± std over seeds; bold = best per column (lowest for times).")
     doc.figure(FigureBlock(1, FIGURE_NAMES["table"], "Main results table (same numbers as above).", png))
 
@@ -165,24 +165,24 @@ def _items(n: int) -> str:
     return f"{n:,} item{'' if n == 1 else 's'}"
 
 
-def _bucket_label(edge: dict) -> str:
-    lo, hi = edge.get("min_popularity"), edge.get("max_popularity")
+def _bucket_label(edge: BucketEdge) -> str:
+    lo, hi = edge.min_popularity, edge.max_popularity
     if lo is None:
         span = "no items"
     elif lo == hi:
         span = f"pop {lo}"
     else:
         span = f"pop {lo}–{hi}"
-    return f"{edge['name']}\n{_items(edge['n_items'])} · {span}\n{edge['share_of_interactions']:.1%} of interactions"
+    return f"{edge.name}\n{_items(edge.n_items)} · {span}\n{edge.share_of_interactions:.1%} of interactions"
 
 
 RULE_COLUMNS = (("generative/lexicographic", "lex"), ("generative/fused", "fused"),
                 ("generative/rerank", "rerank"), ("dense", "dense"))
 
 
-def _rules(doc: Doc, bench: Bench) -> None:
+def _rules(doc: Doc, bench: BenchmarkResults) -> None:
     """The DGI family under every ranking rule: the ablations compared on equal terms, whatever validation chose."""
-    models = [m for m in bench.models if all(run.rules and "generative/lexicographic" in run.rules for run in m.runs)]
+    models = [m for m in bench.models if all(run.rules and "generative/lexicographic" in run.rules for run in m.per_seed)]
     if not models:
         return
     doc.para("The DGI-family models under every ranking rule (test, mean over seeds): lex = lexicographic, the "
@@ -190,16 +190,16 @@ def _rules(doc: Doc, bench: Bench) -> None:
              "re-scores the items of a wider beam by the dense cosine; dense = the dense path, which scores "
              "every item without the index. The main table uses the rule each seed chose on validation.")
     headers = ["Model", "chosen"] + [f"{label} {metric}" for _, label in RULE_COLUMNS for metric in ("H@10", "N@10")]
-    columns = [[float(np.mean([run.rules[method][key] for run in m.runs])) for m in models]
+    columns = [[float(np.mean([run.rules[method][key] for run in m.per_seed])) for m in models]
                for method, _ in RULE_COLUMNS for key in ("hit@10", "ndcg@10")]
     rows = _rows_with_best([[Cell(m.name), Cell(_rules_text(m).removeprefix(" · "))] for m in models], columns)
     doc.table(Table(headers, rows, [False, False] + [True] * len(columns),
                     "Every ranking rule, test split, mean over seeds. Bold: best per column."))
-    tails = [name for name in ("B3", "B4") if any(e["name"] == name for e in bench.bucket_edges)]
-    tailed = [m for m in models if all(run.rule_buckets for run in m.runs)]
+    tails = [name for name in ("B3", "B4") if any(e.name == name for e in bench.bucket_edges)]
+    tailed = [m for m in models if all(run.rule_buckets for run in m.per_seed)]
     if tails and tailed:
         headers = ["Model"] + [f"{label} {tail}" for _, label in RULE_COLUMNS for tail in tails]
-        columns = [[float(np.mean([run.rule_buckets[method][tail] for run in m.runs])) for m in tailed]
+        columns = [[float(np.mean([run.rule_buckets[method][tail] for run in m.per_seed])) for m in tailed]
                    for method, _ in RULE_COLUMNS for tail in tails]
         rows = _rows_with_best([[Cell(m.name)] for m in tailed], columns)
         doc.table(Table(headers, rows, [False] + [True] * len(columns),
@@ -213,18 +213,18 @@ def _rows_with_best(leading: list[list[Cell]], columns: list[list[float]]) -> li
             for i, cells in enumerate(leading)]
 
 
-def _buckets(doc: Doc, bench: Bench) -> None:
+def _buckets(doc: Doc, bench: BenchmarkResults) -> None:
     doc.heading("2. HitRate@10 by item popularity")
     if not bench.bucket_edges:
         doc.note("Skipped: results.json has no popularity buckets (bucket_edges is empty).")
         return
-    names = [edge["name"] for edge in bench.bucket_edges]
+    names = [edge.name for edge in bench.bucket_edges]
     series = []
     for model in bench.models:
         values = [model.buckets_mean[name][BUCKET_METRIC] for name in names]
         errors = None
-        if len(model.runs) > 1:
-            errors = [float(np.std([r.buckets[name][BUCKET_METRIC] for r in model.runs])) for name in names]
+        if len(model.per_seed) > 1:
+            errors = [float(np.std([r.buckets[name][BUCKET_METRIC] for r in model.per_seed])) for name in names]
         series.append(figures.BarSeries(model.name, model.colour, values, errors))
     doc.para("Test contexts grouped by the popularity of their target item: B0 holds the few most popular items, "
              "B1-B3 each about a quarter of the remaining head interactions, B4 the items with 0-1 training "
@@ -232,27 +232,27 @@ def _buckets(doc: Doc, bench: Bench) -> None:
     png = figures.bucket_bars_png([_bucket_label(e) for e in bench.bucket_edges], series, "HitRate@10",
                                   f"HitRate@10 per popularity bucket ({bench.split} split)")
     doc.figure(FigureBlock(2, FIGURE_NAMES["buckets"], "HitRate@10 per popularity bucket (mean over seeds).", png))
-    headers = ["Model"] + [f"{e['name']} ({_items(e['n_items'])})" for e in bench.bucket_edges]
+    headers = ["Model"] + [f"{e.name} ({_items(e.n_items)})" for e in bench.bucket_edges]
     columns = [[m.buckets_mean[name][BUCKET_METRIC] for m in bench.models] for name in names]
     rows = _rows_with_best([[Cell(m.name)] for m in bench.models], columns)
     doc.table(Table(headers, rows, [False] + [True] * len(names), "HitRate@10 per bucket, mean over seeds."))
 
 
-def _hubness(doc: Doc, bench: Bench) -> None:
+def _hubness(doc: Doc, bench: BenchmarkResults) -> None:
     doc.heading("3. Hubness")
     norms, occurrences, stats, missing = [], [], {}, []
     for model in bench.models:
-        run = model.runs[0]
-        if run.hubness_file is None:
+        run = model.per_seed[0]
+        if run.files.hubness is None:
             missing.append(model.name)
             continue
-        path = bench.path / run.hubness_file
+        path = bench.path / run.files.hubness
         if not path.is_file():
-            missing.append(f"{model.name} ({run.hubness_file} not found)")
+            missing.append(f"{model.name} ({run.files.hubness} not found)")
             continue
         arrays = load_npz(path, ("k_occurrence", "popularity"), ("item_norms",))
         k_occ = arrays["k_occurrence"]
-        label = f"{model.name} (skew {run.skewness:.2f})"
+        label = f"{model.name} (skew {run.k_occurrence_skewness:.2f})"
         occurrences.append(figures.OccurrenceSeries(label, model.colour, k_occ))
         if "item_norms" in arrays:
             geometry = {"dot": "dot product", "cosine": "cosine"}.get(model.geometry or "", "no geometry")
@@ -282,7 +282,7 @@ def _hubness(doc: Doc, bench: Bench) -> None:
 
     rows = []
     for model in bench.models:
-        values = [r.skewness for r in model.runs]
+        values = [r.k_occurrence_skewness for r in model.per_seed]
         mean, std = float(np.mean(values)), float(np.std(values)) if len(values) > 1 else None
         rows.append([Cell(model.name), _metric_cell(mean, std, False, digits=2)])
         zero, peak, top_share = stats.get(model.name, (None, None, None))
@@ -294,24 +294,24 @@ def _hubness(doc: Doc, bench: Bench) -> None:
                     "Skewness: mean ± std over seeds. Other columns: first seed."))
 
 
-def _index(doc: Doc, bench: Bench) -> None:
+def _index(doc: Doc, bench: BenchmarkResults) -> None:
     doc.heading("4. Semantic-ID index health")
-    indexed = [m for m in bench.models if m.runs[0].index is not None]
+    indexed = [m for m in bench.models if m.per_seed[0].index is not None]
     if not indexed:
         doc.note("Skipped: no model has a Semantic-ID index (no generative model in this benchmark).")
         return
     series, rows = [], []
     for model in indexed:
-        run = model.runs[0]
-        usage = sorted(run.index["code_usage"], key=lambda level: level["level"])
-        collisions = run.index["collisions"]
+        run = model.per_seed[0]
+        usage = sorted(run.index.code_usage, key=lambda level: level.level)
+        collisions = run.index.collisions
         series.append(figures.UsageSeries(
-            model.name, model.colour, [u["level"] for u in usage], [u["used"] for u in usage],
-            [u["perplexity"] / max(u["codebook_size"], 1) for u in usage], collisions["collision_rate"]))
+            model.name, model.colour, [u.level for u in usage], [u.used for u in usage],
+            [u.perplexity / max(u.codebook_size, 1) for u in usage], collisions.collision_rate))
         invalid = run.invalid_sid_rate
-        rows.append([Cell(model.name), Cell(f"{collisions['n_items']:,}"), Cell(f"{collisions['n_sids']:,}"),
-                     Cell(f"{collisions['unique_share']:.1%}"), Cell(f"{collisions['collision_rate']:.1%}"),
-                     Cell(f"{collisions['largest_bucket']:,}"), Cell(f"{collisions['mean_bucket_size']:.2f}"),
+        rows.append([Cell(model.name), Cell(f"{collisions.n_items:,}"), Cell(f"{collisions.n_sids:,}"),
+                     Cell(f"{collisions.unique_share:.1%}"), Cell(f"{collisions.collision_rate:.1%}"),
+                     Cell(f"{collisions.largest_bucket:,}"), Cell(f"{collisions.mean_bucket_size:.2f}"),
                      Cell("—" if invalid is None else f"{invalid:.2%}")])
     doc.para("How the residual quantizer spends its codes (first seed of each model with an index): the share of "
              "each level's codebook that some item uses, the perplexity of the code distribution relative to the "
@@ -325,16 +325,16 @@ def _index(doc: Doc, bench: Bench) -> None:
                     "(what constrained decoding prevents)."))
 
 
-def _gradients(doc: Doc, bench: Bench) -> None:
+def _gradients(doc: Doc, bench: BenchmarkResults) -> None:
     doc.heading("5. Item-tower gradient norms")
     series, missing = [], []
     for model in bench.models:
-        run = model.runs[0]
-        if run.grad_norms_file is None:
+        run = model.per_seed[0]
+        if run.files.grad_norms is None:
             continue
-        path = bench.path / run.grad_norms_file
+        path = bench.path / run.files.grad_norms
         if not path.is_file():
-            missing.append(f"{model.name} ({run.grad_norms_file} not found)")
+            missing.append(f"{model.name} ({run.files.grad_norms} not found)")
             continue
         arrays = load_npz(path, ("step", "item_tower"))
         if arrays["step"].size == 0:
@@ -354,8 +354,8 @@ def _gradients(doc: Doc, bench: Bench) -> None:
         doc.note("No gradient norms for: " + ", ".join(missing) + ".")
 
 
-def build_report(bench: Bench) -> Doc:
-    doc = Doc(f"Benchmark report: {bench.dataset['name']}")
+def build_report(bench: BenchmarkResults) -> Doc:
+    doc = Doc(f"Benchmark report: {bench.dataset.name}")
     _header(doc, bench)
     for section in (_main_table, _rules, _buckets, _hubness, _index, _gradients):
         section(doc, bench)
