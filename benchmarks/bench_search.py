@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from dgi.index import SIDIndex
+from dgi.search.index import SIDIndex
 from dgi.provenance import git_commit
-from dgi.search import beam_search, rank_items, reference_beam_search, reference_rank_items
+from dgi.search.beam import beam_search, rank_items, reference_beam_search, reference_rank_items
 
 RESULTS = Path(__file__).parent / "results" / "search-speed.json"
 

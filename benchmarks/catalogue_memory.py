@@ -24,7 +24,7 @@ import torch
 
 from dgi.config import load_config
 from dgi.io import write_json
-from dgi.model import DGIModel
+from dgi.nets.model import DGIModel
 from dgi.model_dir import EncoderSpec, ModelFiles
 from dgi.provenance import git_commit, machine
 

@@ -36,8 +36,8 @@ from dgi.config import apply_overrides, load_config
 from dgi.figures import learning_curves_png
 from dgi.io import write_json
 from dgi.provenance import git_commit, machine
-from dgi.run import RunDirectory
-from dgi.validation import validation_report
+from dgi.training.run import RunDirectory
+from dgi.training.validation import validation_report
 
 RULES = ("lexicographic", "fused", "rerank")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from dgi.baselines import BM25Baseline, ContentBaseline, PopularityBaseline
 from dgi.config import load_config
-from dgi.evaluate import relevance
+from dgi.evaluation.evaluate import relevance
 from dgi.io import write_json
-from dgi.metrics import bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.evaluation.metrics import bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.pipeline import prepare_corpus
 
 

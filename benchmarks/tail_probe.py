@@ -7,7 +7,7 @@ For each dual encoder and DGI run (DGI through its dense path z_q . v) of one se
 user: the norms of context and item vectors, the logit scale training saw (1 / temperature for
 cosine, the typical |u| |v| for dot), the per-user spread of item cosines, and per popularity
 bucket the mean cosine of its items with the mean user direction plus the median rank and
-HitRate@10 of its test targets (`dgi.tail_probe`). It tells a norm-driven tail failure from one with
+HitRate@10 of its test targets (`dgi.evaluation.tail_probe`). It tells a norm-driven tail failure from one with
 equal norms without retraining anything.
 """
 
@@ -23,8 +23,8 @@ from dgi import pipeline
 from dgi.benchmark import load_bench_config, seed_directory
 from dgi.provenance import git_commit, machine
 from dgi.io import write_json
-from dgi.run import RunDirectory
-from dgi.tail_probe import probe_tail
+from dgi.training.run import RunDirectory
+from dgi.evaluation.tail_probe import probe_tail
 
 
 def main() -> None:

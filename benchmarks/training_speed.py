@@ -32,8 +32,8 @@ from dgi.io import write_json
 from dgi.provenance import cpu_model, git_commit
 from dgi.config import load_config
 from dgi.pipeline import prepare_corpus
-from dgi.run import RunDirectory
-from dgi.train import Trainer
+from dgi.training.run import RunDirectory
+from dgi.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results" / "training-speed.json"
 WARMUP_STEPS = 5

@@ -22,10 +22,10 @@ from pathlib import Path
 from dgi import pipeline
 from dgi.benchmark import dgi_config, load_bench_config
 from dgi.provenance import git_commit, machine
-from dgi.evaluate import relevance
+from dgi.evaluation.evaluate import relevance
 from dgi.io import write_json
 from dgi.methods.registry import BASELINES
-from dgi.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
 
 EXCLUDE = (False, True)  # whether the history's own items may be recommended again
 GRIDS: dict[str, list[dict]] = {

@@ -64,3 +64,22 @@ def test_no_import_cycle_in_the_package():
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# Each layer may import only the layers below it (and the shared utilities).
+LAYERS = ["dgi.nets", "dgi.search", "dgi.training", "dgi.methods", "dgi.serving"]
+UPPER = {"dgi.pipeline", "dgi.benchmark", "dgi.cli", "dgi.demo", "dgi.report"}
+
+
+def test_layers_import_only_what_lies_below_them():
+    graph = import_graph()
+    violations = []
+    for position, layer in enumerate(LAYERS):
+        forbidden = set(LAYERS[position + 1:]) | UPPER
+        if layer in ("dgi.methods", "dgi.serving"):
+            forbidden -= {"dgi.pipeline"}  # both stand on the pipeline (train, load a run)
+        for module, imports in graph.items():
+            if module == layer or module.startswith(layer + "."):
+                violations += [f"{module} -> {target}" for target in imports
+                               if any(target == f or target.startswith(f + ".") for f in forbidden)]
+    assert not violations, violations

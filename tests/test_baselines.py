@@ -10,9 +10,9 @@ import pytest
 
 from dgi.baselines import BM25Baseline, ContentBaseline, DenseZeroShotBaseline
 from dgi.baselines.bm25 import context_texts
-from dgi.corpus import EncodedCorpus, encode_corpus
+from dgi.data.corpus import EncodedCorpus, encode_corpus
 from dgi.data import Dataset, Example, Item
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 from dgi.pipeline import text_encoder
 
 # Hand-made shop: item 5 alone has the rare words "zephyr"/"quokka"; item 7 has no text at all.

@@ -20,8 +20,8 @@ from dgi.data import (
     load_dataset,
     to_arrays,
 )
-from dgi.evaluate import relevance
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.evaluate import relevance
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir-tiny"
 
@@ -219,7 +219,7 @@ def test_indexing_skips_items_without_text_and_rejects_bad_input(beir):
 def beir_run(beir, embedding_cache, tmp_path_factory):
     """A tiny model trained on the fixture (saved in the dgi format) with one indexing example per item;
     the DSI schedule rule asks for 6 joint steps (3 an epoch) instead of MIN_JOINT_STEPS, to stay fast."""
-    from dgi.corpus import encode_corpus
+    from dgi.data.corpus import encode_corpus
     from dgi.pipeline import text_encoder, train
 
     data = tmp_path_factory.mktemp("beir-data")
@@ -250,7 +250,7 @@ def test_dsi_run_trains_the_raised_joint_schedule(beir_run):
 
 
 def test_end_to_end_evaluation_uses_graded_relevance(beir_run):
-    from dgi.evaluate import evaluate
+    from dgi.evaluation.evaluate import evaluate
     from dgi.pipeline import evaluate_run, load_trained
 
     run, corpus = beir_run

@@ -15,9 +15,9 @@ from dgi import pipeline
 from dgi.benchmark import BenchConfig, dgi_config, load_bench_config, seeds_of, select_models, skewness
 from dgi.cli import app
 from dgi.config import ConfigError, dump_config
-from dgi.tail_probe import probe_tail
+from dgi.evaluation.tail_probe import probe_tail
 from dgi.report import FIGURE_NAMES
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_dual_encoder_gets_the_same_epoch_budget_as_dgi(bench_file):
     bench = load_bench_config(bench_file)
     dgi, dual = (dgi_config(bench, spec, 0) for spec in bench.models[:2])
     assert dual.train.joint_epochs == 0
-    assert dual.train.dense_epochs == dgi.train.dense_epochs + dgi.train.joint_epochs
+    assert dual.train.dense_epochs == dgi.training.trainer.dense_epochs + dgi.training.trainer.joint_epochs
 
 
 def test_bad_bench_configs_are_clear_errors(tmp_path):

@@ -7,7 +7,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from dgi import io, pipeline, train
+from dgi import io, pipeline
+
+from dgi.training import trainer as train
 
 
 class Killed(BaseException):
@@ -72,7 +74,7 @@ def test_resume_after_a_kill_at_every_write_point_of_an_epoch(small_config, tiny
 
 
 def test_the_same_seed_twice_gives_identical_metrics(tiny_config, tiny_corpus, trained_run, tmp_path):
-    from dgi.run import RunDirectory
+    from dgi.training.run import RunDirectory
 
     again = pipeline.train(tiny_config, tmp_path / "again", tiny_corpus, progress=False)
     assert _outcome(again) == _outcome(RunDirectory(trained_run))

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dgi.cli import app
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dgi import pipeline
-from dgi.context_cache import ContextCache
-from dgi.losses import next_token_per_example
-from dgi.model import Batch
+from dgi.training.context_cache import ContextCache
+from dgi.nets.losses import next_token_per_example
+from dgi.nets.model import Batch
 from test_model import N_QUERIES, TEXT_DIM, make_model
 
 
@@ -80,7 +80,7 @@ def test_decoder_phase_with_the_cache_trains_as_without(tiny_config, tiny_corpus
 def test_popularity_weights_keep_the_loss_scale_and_with_power_one_weigh_every_item_alike():
     import numpy as np
 
-    from dgi.train import _popularity_weights
+    from dgi.training.trainer import _popularity_weights
 
     targets = torch.tensor([0, 0, 0, 0, 1, 1, 2])
     popularity = np.bincount(targets.numpy(), minlength=4)  # item 3 is never a target

@@ -6,8 +6,8 @@ import torch
 
 from dgi.config import load_config
 from dgi.device import autocast, autocast_dtype, cpu_has_native_bf16, full_precision
-from dgi.geometry import similarity_logits
-from dgi.model import Batch, DGIModel
+from dgi.nets.geometry import similarity_logits
+from dgi.nets.model import Batch, DGIModel
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dgi.encoders import EmbeddingCache, SentenceTransformerEncoder
+from dgi.data.encoders import EmbeddingCache, SentenceTransformerEncoder
 
 
 class CountingEncoder:

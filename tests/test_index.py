@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from dgi.index import SIDIndex
+from dgi.search.index import SIDIndex
 
 SIZES = (3, 4, 3)
 CODES = torch.tensor([[0, 1, 2], [2, 3, 1], [0, 1, 2], [1, 0, 0], [0, 1, 2], [0, 1, 0]])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dgi.layers import Encoder, attention, dropout
+from dgi.nets.layers import Encoder, attention, dropout
 
 
 def test_dropout_drops_the_rounded_share_and_keeps_the_mean():

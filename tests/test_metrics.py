@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dgi.metrics import (
+from dgi.evaluation.metrics import (
     DEFAULT_KS,
     bucketed_metrics,
     mean_metrics,

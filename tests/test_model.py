@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from dgi.config import load_config
-from dgi.geometry import assignment_logits, similarity_logits
-from dgi.model import Batch, DGIModel
+from dgi.nets.geometry import assignment_logits, similarity_logits
+from dgi.nets.model import Batch, DGIModel
 
 TEXT_DIM, N_ITEMS, N_QUERIES = 24, 50, 10
 

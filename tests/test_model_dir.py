@@ -16,7 +16,7 @@ from dgi.data import Item
 from dgi.io import CorruptFileError, atomic_directory
 from dgi.model_dir import CATALOG, MANIFEST, WEIGHTS
 from dgi.retriever import Retriever
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 
 
 @pytest.fixture

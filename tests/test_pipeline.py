@@ -13,11 +13,11 @@ from dgi import pipeline
 from dgi.baselines import PopularityBaseline
 from dgi.cli import app
 from dgi.data import Item
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 from dgi.pipeline import load_retriever
-from dgi.run import RunDirectory
-from dgi.train import build_model
-from dgi.validation import validation_report
+from dgi.training.run import RunDirectory
+from dgi.training.trainer import build_model
+from dgi.training.validation import validation_report
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_run_directory_and_epoch_log(trained_run):
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_config, tiny_corpus, trained_run,
                                                                     tmp_path, monkeypatch):
-    from dgi.train import Trainer
+    from dgi.training.trainer import Trainer
 
     original = Trainer._checkpoint
     calls = {"n": 0}
@@ -150,7 +150,7 @@ def test_decoder_phase_trains_only_the_decoder_on_the_best_epochs_fixed_sids(tin
 def test_patience_ends_a_phase_and_resets_at_the_next():
     from types import SimpleNamespace
 
-    from dgi.train import Trainer
+    from dgi.training.trainer import Trainer
 
     phases = ["dense", "joint", "joint", "joint", "decoder", "decoder"]
     trainer = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(patience=1)), selectable={"joint", "decoder"},

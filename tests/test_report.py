@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgi.metrics import popularity_buckets
+from dgi.evaluation.metrics import popularity_buckets
 from dgi.report import fmt_metric, load_results, png_size, write_report
 from dgi.report.sections import fmt_duration
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from dgi.baselines import PopularityBaseline, SASRecBaseline
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.data import Dataset, Example, Item, to_arrays
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 
 CHAIN_ITEMS = 30
 

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dgi.index import SIDIndex
-from dgi.search import Beams, beam_search, rank_items, reference_beam_search, reference_rank_items
+from dgi.search.index import SIDIndex
+from dgi.search.beam import Beams, beam_search, rank_items, reference_beam_search, reference_rank_items
 
 INF = float("inf")
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 from dgi.serving.app import JOURNAL, ServerSettings, create_app
 
 

@@ -12,9 +12,9 @@ import pytest
 from dgi import pipeline
 from dgi.config import load_config
 from dgi.data import Dataset, carve_message, carve_validation, load_beir
-from dgi.evaluate import RULES, fill_ranking, rank_split, relevance
-from dgi.metrics import mean_metrics, per_query_metrics
-from dgi.run import RunDirectory
+from dgi.evaluation.evaluate import RULES, fill_ranking, rank_split, relevance
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
+from dgi.training.run import RunDirectory
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir-tiny"
 

@@ -11,8 +11,8 @@ import torch
 
 from dgi.baselines import PopularityBaseline, TigerBaseline
 from dgi.baselines.rqvae import disambiguate, kmeans
-from dgi.evaluate import relevance
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.evaluate import relevance
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 
 SMALL = dict(width=64, layers=1, heads=2, batch_size=64, rq_codebook_size=32, eval_examples=200)
 

@@ -32,13 +32,13 @@ from tqdm.auto import tqdm
 
 from dgi import pipeline
 from dgi.config import Config, ConfigError, load_config
-from dgi.corpus import EncodedCorpus
-from dgi.evaluate import relevance
+from dgi.data.corpus import EncodedCorpus
+from dgi.evaluation.evaluate import relevance
 from dgi.io import CorruptFileError, save_npz, write_json, write_text
 from dgi.methods.base import Method
 from dgi.methods.dgi_method import DGIMethod
 from dgi.methods.registry import BASELINES
-from dgi.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.evaluation.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.provenance import git_commit, machine
 from dgi.results import BenchmarkResults, DatasetInfo, ModelSummary, RunFiles, SeedResult, field_path
 

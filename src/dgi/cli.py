@@ -165,7 +165,7 @@ def export(
 ) -> None:
     """Write a run's best model as a self-contained model directory: search and serve it with no dataset."""
     from dgi import pipeline
-    from dgi.run import RunDirectory
+    from dgi.training.run import RunDirectory
 
     path = pipeline.export_model(RunDirectory(run), out=out)
     size = sum(file.stat().st_size for file in path.iterdir())

@@ -11,9 +11,9 @@ from dgi.baselines import PopularityBaseline
 from dgi.config import Config, load_config
 from dgi.data import generate_synthetic, load_dataset
 from dgi.io import write_json
-from dgi.metrics import bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.evaluation.metrics import bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.provenance import machine
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 
 # The paper's "w/o all": frozen two-stage codes, untied output heads, dot-product logits.
 ABLATION_WITHOUT_ALL = ["quantizer.gradient=frozen", "quantizer.heads=untied", "quantizer.logits=dot"]

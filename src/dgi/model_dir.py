@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from dgi.config import Config, ConfigError, load_config
-from dgi.encoders import TextEncoder
+from dgi.data.encoders import TextEncoder
 from dgi.io import (
     CorruptFileError,
     atomic_directory,

@@ -8,18 +8,18 @@ from pathlib import Path
 import torch
 
 from dgi.config import Config
-from dgi.corpus import EncodedCorpus, encode_corpus
+from dgi.data.corpus import EncodedCorpus, encode_corpus
 from dgi.data import carve_message, carve_validation, load_dataset
 from dgi.device import resolve_device
-from dgi.encoders import EmbeddingCache, cached_encoder
-from dgi.evaluate import evaluate, filled_rankings
-from dgi.index import SIDIndex
+from dgi.data.encoders import EmbeddingCache, cached_encoder
+from dgi.evaluation.evaluate import evaluate, filled_rankings
+from dgi.search.index import SIDIndex
 from dgi.io import write_json
-from dgi.metrics import write_trec_run
+from dgi.evaluation.metrics import write_trec_run
 from dgi.model_dir import find_model_dir, is_model_dir
 from dgi.retriever import Retriever
-from dgi.run import RunDirectory
-from dgi.train import Trainer, build_model
+from dgi.training.run import RunDirectory
+from dgi.training.trainer import Trainer, build_model
 
 MIN_JOINT_STEPS = 1500
 """Optimizer steps the joint phase of a DSI-style run gets at least (`schedule_for`): the decoder learns a

@@ -11,13 +11,13 @@ from torch import Tensor
 
 from dgi.config import SearchConfig
 from dgi.data import Item
-from dgi.encoders import SentenceTransformerEncoder, TextEncoder
-from dgi.index import SIDIndex
-from dgi.losses import next_token_hits, next_token_per_example
-from dgi.model import DGIModel
+from dgi.data.encoders import SentenceTransformerEncoder, TextEncoder
+from dgi.search.index import SIDIndex
+from dgi.nets.losses import next_token_hits, next_token_per_example
+from dgi.nets.model import DGIModel
 from dgi.model_dir import EncoderSpec, ModelFiles
-from dgi.search import RULES, Beams, Ranking, beam_search, rank_items
-from dgi.towers import Context
+from dgi.search.beam import RULES, Beams, Ranking, beam_search, rank_items
+from dgi.nets.towers import Context
 
 
 @dataclass

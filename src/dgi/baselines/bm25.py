@@ -7,7 +7,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.io import atomic_directory
 from dgi.methods.base import MethodDetails, read_manifest, write_manifest
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from dgi.baselines.popularity import PopularityBaseline
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.methods.base import SavedState
 
 Mode = Literal["auto", "last_item", "query", "mean"]

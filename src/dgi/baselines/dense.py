@@ -9,8 +9,8 @@ import numpy as np
 
 from dgi.baselines.bm25 import context_texts
 from dgi.baselines.content import ExactKnnBaseline, knn_rank
-from dgi.corpus import EncodedCorpus
-from dgi.encoders import EmbeddingCache, cached_encoder
+from dgi.data.corpus import EncodedCorpus
+from dgi.data.encoders import EmbeddingCache, cached_encoder
 
 
 class DenseZeroShotBaseline(ExactKnnBaseline):

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.methods.base import SavedState
 
 

@@ -39,11 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.data.arrays import PAD
-from dgi.evaluate import relevance
+from dgi.evaluation.evaluate import relevance
 from dgi.methods.base import MethodDetails, SavedState
-from dgi.metrics import mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 
 
 class _Block(nn.Module):

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgi.baselines.rqvae import RQVAE, disambiguate, train_rqvae
-from dgi.corpus import EncodedCorpus
-from dgi.decoder import DecoderBlock
-from dgi.evaluate import relevance
-from dgi.index import SIDIndex
+from dgi.data.corpus import EncodedCorpus
+from dgi.nets.decoder import DecoderBlock
+from dgi.evaluation.evaluate import relevance
+from dgi.search.index import SIDIndex
 from dgi.methods.base import MethodDetails, SavedState
-from dgi.metrics import mean_metrics, per_query_metrics
-from dgi.search import Beams, beam_search
+from dgi.evaluation.metrics import mean_metrics, per_query_metrics
+from dgi.search.beam import Beams, beam_search
 
 
 _TIGER_PARAMS = ("rq_epochs", "epochs", "width", "layers", "heads", "beam_size", "batch_size", "lr", "seed",

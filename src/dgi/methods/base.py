@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from torch import Tensor
 
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.io import CorruptFileError, atomic_directory, load_tensors, save_tensors, write_json
 
 FORMAT, VERSION = "dgi-method", 1

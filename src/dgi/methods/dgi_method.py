@@ -11,11 +11,11 @@ import torch
 
 from dgi import pipeline
 from dgi.config import Config
-from dgi.corpus import EncodedCorpus
-from dgi.evaluate import choose_rule, evaluate
+from dgi.data.corpus import EncodedCorpus
+from dgi.evaluation.evaluate import choose_rule, evaluate
 from dgi.methods.base import MethodDetails
 from dgi.retriever import Retriever
-from dgi.run import RunDirectory
+from dgi.training.run import RunDirectory
 
 
 class DGIMethod:

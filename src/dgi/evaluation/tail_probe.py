@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dgi.corpus import EncodedCorpus
-from dgi.evaluate import batches, split_size
-from dgi.metrics import popularity_buckets
+from dgi.data.corpus import EncodedCorpus
+from dgi.evaluation.evaluate import batches, split_size
+from dgi.evaluation.metrics import popularity_buckets
 from dgi.retriever import Retriever
 
 USERS_PER_CHUNK = 1024  # scores are built a chunk of users at a time, never users x items at once

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dgi.model import Batch, DGIModel
-from dgi.towers import Context
+from dgi.nets.model import Batch, DGIModel
+from dgi.nets.towers import Context
 
 MEMORY_BUDGET_BYTES = 4 * 2**30  # above this the contexts are encoded per batch instead
 

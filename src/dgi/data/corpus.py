@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dgi.data import Dataset, ExampleArrays, add_indexing_examples, to_arrays
-from dgi.encoders import EmbeddingCache
+from dgi.data.encoders import EmbeddingCache
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dgi.geometry import Geometry, LearnableScale, similarity_logits
-from dgi.layers import FeedForward, attention, dropout, merge_heads, split_heads, zero_
+from dgi.nets.geometry import Geometry, LearnableScale, similarity_logits
+from dgi.nets.layers import FeedForward, attention, dropout, merge_heads, split_heads, zero_
 
 
 class DecoderBlock(nn.Module):

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgi import losses
+from dgi.nets import losses
 from dgi.config import Config
-from dgi.decoder import CodeHeads, SIDDecoder
-from dgi.quantizer import Frozen, GradientStrategy, GumbelSoft, Quantized, ResidualQuantizer, StraightThrough
-from dgi.towers import Context, ContextEncoder, TextProjection
+from dgi.nets.decoder import CodeHeads, SIDDecoder
+from dgi.nets.quantizer import Frozen, GradientStrategy, GumbelSoft, Quantized, ResidualQuantizer, StraightThrough
+from dgi.nets.towers import Context, ContextEncoder, TextProjection
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgi.geometry import Geometry, LearnableScale, assignment_logits
+from dgi.nets.geometry import Geometry, LearnableScale, assignment_logits
 
 
 @dataclass

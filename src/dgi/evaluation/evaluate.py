@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgi.corpus import EncodedCorpus
+from dgi.data.corpus import EncodedCorpus
 from dgi.data import ExampleArrays
-from dgi.index import SIDIndex
-from dgi.metrics import DEFAULT_KS, Qrels, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.search.index import SIDIndex
+from dgi.evaluation.metrics import DEFAULT_KS, Qrels, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.retriever import Retriever
-from dgi.search import RULES
-from dgi.towers import Context
+from dgi.search.beam import RULES
+from dgi.nets.towers import Context
 
 
 

@@ -24,20 +24,20 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
-from dgi.context_cache import ContextCache
-from dgi.corpus import EncodedCorpus
+from dgi.training.context_cache import ContextCache
+from dgi.data.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device
-from dgi.evaluate import index_statistics
+from dgi.evaluation.evaluate import index_statistics
 from dgi.io import append_jsonl, write_lines
-from dgi.losses import global_reconstruction, local_commitment
-from dgi.metrics import popularity_buckets
-from dgi.model import Batch, DGIModel, Losses, NextTokenDetail
-from dgi.quantizer import StraightThrough
+from dgi.nets.losses import global_reconstruction, local_commitment
+from dgi.evaluation.metrics import popularity_buckets
+from dgi.nets.model import Batch, DGIModel, Losses, NextTokenDetail
+from dgi.nets.quantizer import StraightThrough
 from dgi.retriever import Retriever
-from dgi.run import RunDirectory
-from dgi.schedules import exponential_anneal, warmup_linear_decay
-from dgi.towers import pca_projection
-from dgi.validation import LevelStats, validation_report
+from dgi.training.run import RunDirectory
+from dgi.training.schedules import exponential_anneal, warmup_linear_decay
+from dgi.nets.towers import pca_projection
+from dgi.training.validation import LevelStats, validation_report
 
 
 @dataclass

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dgi.corpus import EncodedCorpus
-from dgi.evaluate import batches, invalid_beams, relevance, split_size
-from dgi.metrics import DEFAULT_KS, mean_metrics, per_query_metrics, popularity_buckets
+from dgi.data.corpus import EncodedCorpus
+from dgi.evaluation.evaluate import batches, invalid_beams, relevance, split_size
+from dgi.evaluation.metrics import DEFAULT_KS, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.retriever import Retriever
-from dgi.search import RULES, Beams
+from dgi.search.beam import RULES, Beams
 
 
 

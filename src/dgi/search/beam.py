@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from dgi.index import SIDIndex
+from dgi.search.index import SIDIndex
 
 StepFn = Callable[[Tensor], Tensor]
 """Prefixes [B, W, j] (long) -> log-probs [B, W, K_{j+1}] over the full next codebook.

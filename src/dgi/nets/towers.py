@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgi.layers import Encoder
+from dgi.nets.layers import Encoder
 
 
 def pca_projection(embeddings: Tensor, width: int, whiten: bool = False) -> tuple[Tensor, Tensor]:

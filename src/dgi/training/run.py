@@ -22,7 +22,7 @@ import torch
 
 from dgi.config import Config, dump_config, load_config
 from dgi.io import CorruptFileError, load_tensors, read_metadata, save_tensors, write_json, write_text
-from dgi.model import DGIModel
+from dgi.nets.model import DGIModel
 
 
 @dataclass

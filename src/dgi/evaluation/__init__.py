@@ -1,0 +1,1 @@
+"""Evaluation: the metrics (one convention for every method) and the full-split protocol."""

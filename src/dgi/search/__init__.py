@@ -1,0 +1,1 @@
+"""Generation: constrained beam search over the SID index (the fast kernel and its slow reference)."""

@@ -1,0 +1,1 @@
+"""Training: the phased trainer, its schedules, per-epoch validation and the run directory."""
