@@ -66,11 +66,7 @@ def measure(path: Path) -> dict:
     timings = {}
     histories = [[retriever.item_ids[i * 7919 % n] for i in range(j, j + 5)] for j in range(64)]
     for rule in ("dense", "lexicographic", "rerank"):
-        if rule == "dense":
-            history, queries, has_query = retriever._encode_inputs([None] * 64, histories)
-            run = lambda: retriever.dense(history, queries, has_query, 10)  # noqa: E731
-        else:
-            run = lambda rule=rule: retriever.search([None] * 64, histories, k=10, rule=rule)  # noqa: E731
+        run = lambda rule=rule: retriever.search([None] * 64, histories, k=10, rule=rule)  # noqa: E731
         run()
         started = time.perf_counter()
         run()

@@ -58,12 +58,7 @@ def rank_hits(retriever: Retriever, examples: list[Example], rule: str, k: int =
     for start in range(0, len(examples), 256):
         batch = examples[start:start + 256]
         queries, histories = [e.query for e in batch], [list(e.history) for e in batch]
-        if rule == "dense":
-            history, query_vectors, has_query = retriever._encode_inputs(queries, histories)
-            items = retriever.dense(history, query_vectors, has_query, k)[0].tolist()
-            ids = [[retriever.item_ids[i] for i in row] for row in items]
-        else:
-            ids = [[hit.item_id for hit in row] for row in retriever.search(queries, histories, k=k, rule=rule)]
+        ids = [[hit.item_id for hit in row] for row in retriever.search(queries, histories, k=k, rule=rule)]
         ranks += [row.index(e.target) if e.target in row else -1 for row, e in zip(ids, batch)]
     return np.array(ranks)
 

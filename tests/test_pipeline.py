@@ -246,3 +246,15 @@ def test_lean_validation_scores_the_configured_rule_like_the_full_report(trained
     rule = f"generative/{retriever.search_config.rule}"
     assert set(lean) == {"dense", rule, "generative"}
     assert lean[rule] == full[rule] == lean["generative"] and lean["dense"] == full["dense"]
+
+
+def test_search_with_the_dense_rule_is_the_dense_path(trained_run, tiny_corpus):
+    retriever = load_retriever(trained_run)
+    histories = [list(example.history) for example in tiny_corpus.dataset.splits["test"][:8]]
+    hits = retriever.search([None] * 8, histories, k=5, rule="dense")
+    history, queries, has_query = retriever._encode_inputs([None] * 8, histories)
+    items, scores = retriever.dense(history, queries, has_query, 5)
+    assert [[hit.item_id for hit in row] for row in hits] == [[retriever.item_ids[i] for i in row] for row in items.tolist()]
+    assert all(hit.sid == () and hit.score == hit.cosine for row in hits for hit in row)
+    with pytest.raises(ValueError, match="one of lexicographic, fused, rerank, dense"):
+        retriever.search([None], [[]], rule="best")

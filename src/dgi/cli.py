@@ -179,7 +179,7 @@ def search(
     query: Annotated[str, typer.Argument(help="query text ('' for none)")] = "",
     history: Annotated[str, typer.Option(help="comma-separated item ids, oldest first")] = "",
     k: Annotated[int, typer.Option(min=1, help="number of results")] = 10,
-    rule: Annotated[Optional[str], typer.Option(help="lexicographic | fused | rerank")] = None,
+    rule: Annotated[Optional[str], typer.Option(help="lexicographic | fused | rerank | dense")] = None,
     beam: Annotated[Optional[int], typer.Option(min=1, help="beam size")] = None,
 ) -> None:
     """Search a trained model with a query and/or a history."""

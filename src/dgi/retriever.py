@@ -144,15 +144,19 @@ class Retriever:
     # ----- text API ----------------------------------------------------------------------------
     def search(self, queries: Sequence[str | None], histories: Sequence[Sequence[str]], k: int = 10,
                rule: str | None = None, beam_size: int | None = None) -> list[list[SearchHit]]:
-        """Top-k items for each (query text, history of item ids) pair; either part may be empty."""
+        """Top-k items for each (query text, history of item ids) pair; either part may be empty.
+
+        `rule` is a generative ranking rule (default: the configured one) or "dense": exact cosine
+        search of the context vector over every item, the model's dense path (a dual encoder's only one).
+        """
         if len(queries) != len(histories):
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         if k < 1 or (beam_size is not None and beam_size < 1):
             raise ValueError(f"k and beam_size must be >= 1 (got k={k}, beam_size={beam_size})")
-        if rule is not None and rule not in RULES:
-            raise ValueError(f"unknown rule {rule!r}: one of {', '.join(RULES)}")
+        if rule is not None and rule not in (*RULES, "dense"):
+            raise ValueError(f"unknown rule {rule!r}: one of {', '.join((*RULES, 'dense'))}")
         history, query_embeddings, has_query = self._encode_inputs(queries, histories)
-        if self.index is None:  # a dense-only dual encoder
+        if self.index is None or rule == "dense":
             return self._dense_hits(*self.dense(history, query_embeddings, has_query, k))
         ranking = self.generate(history, query_embeddings, has_query, k, rule, beam_size)
         results = []

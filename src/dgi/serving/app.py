@@ -69,7 +69,7 @@ def create_app(model_dir: str | Path, settings: ServerSettings = ServerSettings(
         query: str | None = Field(None, max_length=settings.max_query_chars)
         history: list[str] = Field(default_factory=list, max_length=settings.max_history)
         k: int = Field(10, ge=1, le=settings.max_k)
-        rule: Literal["lexicographic", "fused", "rerank"] | None = None
+        rule: Literal["lexicographic", "fused", "rerank", "dense"] | None = None
 
     class BatchRequest(Strict):
         requests: list[SearchRequest] = Field(min_length=1, max_length=settings.max_batch_requests)
