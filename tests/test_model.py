@@ -189,3 +189,15 @@ def test_context_ignores_history_columns_that_are_padding_in_every_row():
         padded = model.context_encoder(vectors[history.clamp(min=0)] * (history >= 0)[..., None], history >= 0,
                                        torch.zeros(5, 16), torch.zeros(5, dtype=bool))
     assert torch.allclose(trimmed.vector, padded.vector, atol=1e-5)
+
+
+def test_a_step_with_the_precomputed_decoder_memory_equals_one_without():
+    model, items = make_model()
+    model.eval()
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    batch = random_batch(6)
+    with torch.no_grad():
+        context = model.batch_context(batch, items, queries)
+        memory = model.decoder.memory(context.memory, context.padding)
+        prefix = torch.randint(0, 8, (6, 4, 2))
+        assert torch.equal(model.step_log_probs(context, prefix, memory), model.step_log_probs(context, prefix))

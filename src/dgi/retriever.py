@@ -99,7 +99,8 @@ class Retriever:
     def beams(self, context: Context, beam_size: int, constrained: bool = True) -> Beams:
         if self.index is None:
             raise ValueError("this retriever has no SID index yet (dense path only)")
-        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix.to(self.device)).cpu(),
+        memory = self.model.decoder.memory(context.memory, context.padding)  # once for every level
+        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix.to(self.device), memory).cpu(),
                            len(context.vector), self.index, beam_size, constrained)
 
     @torch.no_grad()

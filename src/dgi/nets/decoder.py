@@ -7,6 +7,7 @@ cross-attention keys/values are computed once per query and all beams attend to 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -56,6 +57,15 @@ class DecoderBlock(nn.Module):
         return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
 
+@dataclass
+class DecoderMemory:
+    """What every decoding step of one batch of queries reads from the context: each block's
+    cross-attention keys/values and the attend mask. Beam search computes it once, not once per level."""
+
+    key_values: list[tuple[Tensor, Tensor]]
+    attend: Tensor  # [B, 1, 1, S] True where a context slot may be attended
+
+
 class SIDDecoder(nn.Module):
     """Causal decoder over m input vectors per beam, cross-attending to the context memory."""
 
@@ -64,12 +74,17 @@ class SIDDecoder(nn.Module):
         self.level_embedding = nn.Parameter(torch.zeros(levels, width))
         self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier, dropout) for _ in range(layers))
 
-    def forward(self, inputs: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
-        """inputs [B, W, T, d], memory [B, S, d], memory_padding [B, S] True = padding -> hidden [B, W, T, d]."""
-        attend = ~memory_padding[:, None, None, :]
+    def memory(self, memory: Tensor, memory_padding: Tensor) -> DecoderMemory:
+        """memory [B, S, d], memory_padding [B, S] True = padding."""
+        return DecoderMemory([block.memory_key_value(memory) for block in self.blocks], ~memory_padding[:, None, None, :])
+
+    def forward(self, inputs: Tensor, memory: Tensor | DecoderMemory, memory_padding: Tensor | None = None) -> Tensor:
+        """inputs [B, W, T, d] and the context (memory [B, S, d] with its padding mask, or a `DecoderMemory`
+        computed before) -> hidden [B, W, T, d]."""
+        states = memory if isinstance(memory, DecoderMemory) else self.memory(memory, memory_padding)
         x = inputs + self.level_embedding[: inputs.shape[2]]
-        for block in self.blocks:
-            x = block(x, block.memory_key_value(memory), attend)
+        for block, key_value in zip(self.blocks, states.key_values):
+            x = block(x, key_value, states.attend)
         return x
 
 

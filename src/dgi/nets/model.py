@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from dgi.nets import losses
 from dgi.config import Config
-from dgi.nets.decoder import CodeHeads, SIDDecoder
+from dgi.nets.decoder import CodeHeads, DecoderMemory, SIDDecoder
 from dgi.nets.quantizer import Frozen, GradientStrategy, GumbelSoft, Quantized, ResidualQuantizer, StraightThrough
 from dgi.nets.towers import Context, ContextEncoder, TextProjection
 
@@ -138,12 +138,16 @@ class DGIModel(nn.Module):
         hidden = self.decoder(inputs[:, None], context.memory, context.padding)[:, 0]
         return [self.heads(hidden[:, j], j, self.quantizer.codebooks) for j in range(hidden.shape[1])]
 
-    def step_log_probs(self, context: Context, prefix: Tensor) -> Tensor:
-        """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook."""
+    def step_log_probs(self, context: Context, prefix: Tensor, memory: DecoderMemory | None = None) -> Tensor:
+        """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook.
+
+        `memory` (`decoder.memory(context.memory, context.padding)`) saves recomputing the context's
+        cross-attention keys/values at every step."""
         batch, beams, depth = prefix.shape
         vectors = self.quantizer.codewords(prefix.reshape(batch * beams, depth))
         inputs = self.decoder_inputs(context.vector.repeat_interleave(beams, dim=0), vectors)
-        hidden = self.decoder(inputs.reshape(batch, beams, depth + 1, -1), context.memory, context.padding)
+        hidden = self.decoder(inputs.reshape(batch, beams, depth + 1, -1),
+                              memory if memory is not None else self.decoder.memory(context.memory, context.padding))
         return F.log_softmax(self.heads(hidden[:, :, -1], depth, self.quantizer.codebooks), dim=-1)
 
     # ----- training --------------------------------------------------------------------------
