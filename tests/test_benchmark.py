@@ -113,7 +113,10 @@ def test_dual_encoder_gets_the_same_epoch_budget_as_dgi(bench_file):
     bench = load_bench_config(bench_file)
     dgi, dual = (dgi_config(bench, spec, 0) for spec in bench.models[:2])
     assert dual.train.joint_epochs == 0
-    assert dual.train.dense_epochs == dgi.training.trainer.dense_epochs + dgi.training.trainer.joint_epochs
+    assert dual.train.dense_epochs == dgi.train.dense_epochs + dgi.train.joint_epochs + dgi.train.decoder_epochs
+    with_decoder_phase = bench.model_copy(update={"overrides": [*bench.overrides, "train.decoder_epochs=3"]})
+    dgi, dual = (dgi_config(with_decoder_phase, spec, 0) for spec in bench.models[:2])
+    assert dual.train.dense_epochs == dgi.train.dense_epochs + dgi.train.joint_epochs + 3 and dual.train.decoder_epochs == 0
 
 
 def test_bad_bench_configs_are_clear_errors(tmp_path):

@@ -205,13 +205,16 @@ def seeds_of(bench: BenchConfig, spec: ModelSpec) -> list[int]:
 
 
 def dgi_config(bench: BenchConfig, spec: ModelSpec, seed: int) -> Config:
-    """Base files -> bench overrides -> (dual encoder: the same epoch budget, dense only) -> model overrides."""
+    """Base files -> bench overrides -> (dual encoder: the same epoch budget, dense only) -> model overrides.
+
+    The dual encoder's budget is every epoch DGI trains: dense + joint + decoder-only epochs."""
     common = [f"data.path={bench.data}", f"train.seed={seed}", f"train.device={bench.device}", *bench.overrides]
     if bench.threads:
         common.append(f"train.threads={bench.threads}")
     if spec.kind == "dual_encoder":
-        base = load_config(bench.base, common)
-        common += [f"train.dense_epochs={base.train.dense_epochs + base.train.joint_epochs}", "train.joint_epochs=0"]
+        t = load_config(bench.base, common).train
+        common += [f"train.dense_epochs={t.dense_epochs + t.joint_epochs + t.decoder_epochs}", "train.joint_epochs=0",
+                   "train.decoder_epochs=0"]
     return load_config(bench.base, [*common, *spec.overrides] if spec.kind in ("dgi", "dual_encoder") else common)
 
 
