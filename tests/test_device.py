@@ -45,3 +45,16 @@ def test_a_bf16_training_step_has_finite_fp32_losses_and_fp32_targets():
     assert all(term.dtype == torch.float32 and torch.isfinite(term) for term in output.terms.values())
     model.weighted_total(output.terms).backward()
     assert model.item_tower.linear.weight.grad is not None
+
+
+def test_one_thread_setting_reaches_torch_and_faiss():
+    import faiss
+
+    from dgi.device import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+    finally:
+        set_threads(before)

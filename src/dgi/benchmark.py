@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 from dgi import pipeline
 from dgi.config import Config, ConfigError, load_config
 from dgi.data.corpus import EncodedCorpus
+from dgi.device import set_threads
 from dgi.evaluation.evaluate import relevance
 from dgi.io import CorruptFileError, save_npz, write_json, write_text
 from dgi.methods.base import Method
@@ -136,7 +136,7 @@ def run_benchmark(bench: BenchConfig, out: Path, progress: bool = True, command:
     if not report_only:
         write_text(out / "bench.yaml", recorded_config)
     if bench.threads:
-        torch.set_num_threads(bench.threads)
+        set_threads(bench.threads)
     corpus = pipeline.prepare_corpus(dgi_config(bench, bench.models[0], bench.seeds[0]))
     jobs = [] if report_only else [(spec, seed) for spec in bench.models for seed in seeds_of(bench, spec)]
     bar = tqdm(jobs, desc="benchmark", unit="model-seed", disable=not progress)

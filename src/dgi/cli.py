@@ -208,9 +208,9 @@ def serve(
     threads: Annotated[int, typer.Option(min=1, help="torch threads for search")] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /search, /search/batch, /items; GET /items/{id}, /healthz, /metrics, /docs."""
-    import torch
     import uvicorn
 
+    from dgi.device import set_threads
     from dgi.model_dir import find_model_dir
     from dgi.serving.app import ServerSettings, create_app
 
@@ -219,7 +219,7 @@ def serve(
     directory = find_model_dir(model)
     if directory is None:
         raise FileNotFoundError(f"{model} holds no model directory: run `dgi export {model}` first")
-    torch.set_num_threads(threads)
+    set_threads(threads)
     app_ = create_app(directory, ServerSettings(max_k=max_k, unknown_history=unknown_history, warm_up=True))
     console.print(f"serving {directory} on http://{host}:{port} (docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -8,10 +8,18 @@ from functools import wraps
 from pathlib import Path
 from typing import TypeVar
 
+import faiss
 import torch
 
 _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 F = TypeVar("F", bound=Callable)
+
+
+def set_threads(threads: int) -> None:
+    """One thread setting for every compute library the project uses (torch, and FAISS's OpenMP pool for
+    k-means and exact search): two pools of N threads each on N cores oversubscribe them."""
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from dgi.config import Config, auto_codebook_sizes
 from dgi.training.context_cache import ContextCache
 from dgi.data.corpus import EncodedCorpus
-from dgi.device import autocast, autocast_dtype, resolve_device
+from dgi.device import autocast, autocast_dtype, resolve_device, set_threads
 from dgi.evaluation.evaluate import index_statistics
 from dgi.io import append_jsonl, write_lines
 from dgi.nets.losses import global_reconstruction, local_commitment
@@ -66,7 +66,7 @@ class Trainer:
     def __init__(self, config: Config, corpus: EncodedCorpus, run: RunDirectory, progress: bool = True) -> None:
         self.config, self.corpus, self.run, self.progress = config, corpus, run, progress
         if config.train.threads:
-            torch.set_num_threads(config.train.threads)
+            set_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
         # Deterministic mode also NaN-fills every new tensor (a guard for kernels that read uninitialized
