@@ -18,6 +18,7 @@ from dgi.io import write_json
 from dgi.evaluation.metrics import write_trec_run
 from dgi.model_dir import find_model_dir, is_model_dir
 from dgi.retriever import Retriever
+from dgi.training.distributed import ProcessGroup
 from dgi.training.run import RunDirectory
 from dgi.training.trainer import Trainer, build_model
 
@@ -82,13 +83,15 @@ def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = No
     validation split (`prepare_corpus`) when there is one.
     """
     run = RunDirectory(Path(run_dir))
+    group = ProcessGroup.from_environment(resolve_device(config.train.device))  # one process unless torchrun
     if run.exists():
         raise FileExistsError(f"{run.path} already holds a run: use `dgi train --resume {run.path}` or a new --out")
+    group.barrier()  # every process has looked before process 0 creates the run
     corpus = corpus or prepare_corpus(config)
     configured = config
     config = schedule_for(config, len(corpus.splits["train"].targets), min_joint_steps)
     config = config.model_copy(update={"data": config.data.model_copy(update={"path": Path(config.data.path).resolve()})})
-    trainer = Trainer(config, corpus, run, progress)
+    trainer = Trainer(config, corpus, run, progress, group)
     info = {"dataset": str(config.data.path), "encoder": corpus.encoder_name,
             "embedding_cache": str(text_encoder(config).directory), "text_dim": int(corpus.item_embeddings.shape[1]),
             "codebook_sizes": trainer.model.quantizer.codebook_sizes, "n_items": len(corpus.item_ids)}
@@ -96,9 +99,12 @@ def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = No
         info["configured_joint_epochs"] = configured.train.joint_epochs
     if "valid_carve" in corpus.dataset.meta:
         info["valid_carve"] = corpus.dataset.meta["valid_carve"]
-    run.create(config, info)
+    if group.is_main:
+        run.create(config, info)
     trainer.fit()
-    export_model(run, corpus)
+    if group.is_main:
+        export_model(run, corpus)
+    group.barrier()
     return run
 
 
@@ -110,7 +116,9 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunDirectory:
     trainer = Trainer(config, corpus, run, progress)
     trainer.resume()
     trainer.fit()
-    export_model(run, corpus)
+    if trainer.group.is_main:
+        export_model(run, corpus)
+    trainer.group.barrier()
     return run
 
 

@@ -37,21 +37,24 @@ def local_commitment(hard_residuals: Tensor, codewords: Tensor, beta: float) -> 
 
 @full_precision
 def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float,
-             negatives: Tensor | None = None, negative_ids: Tensor | None = None) -> Tensor:
+             negatives: Tensor | None = None, negative_ids: Tensor | None = None, positive_offset: int = 0) -> Tensor:
     """Contrastive loss between normalized z_q and the targets' z_base.
 
     Negatives are the other rows' targets (in-batch, so sampled by popularity) plus, optionally,
     shared items drawn uniformly from the catalog; an item equal to the row's target is never a negative.
+    `targets` may hold more rows than `context` (every process's targets, gathered): context row i's
+    positive is then target row `positive_offset + i`.
     """
     candidates, candidate_ids = targets, target_ids
     if negatives is not None:
         candidates, candidate_ids = torch.cat([targets, negatives]), torch.cat([target_ids, negative_ids])
     logits = context @ candidates.T / temperature
-    same_item = target_ids[:, None] == candidate_ids[None, :]
+    columns = positive_offset + torch.arange(len(context), device=logits.device)
+    same_item = target_ids[columns][:, None] == candidate_ids[None, :]
     positive = torch.zeros_like(same_item)
-    positive[:, : len(target_ids)] = torch.eye(len(target_ids), dtype=torch.bool, device=logits.device)
+    positive[torch.arange(len(context), device=logits.device), columns] = True
     logits = logits.masked_fill(same_item & ~positive, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(target_ids), device=logits.device))
+    return F.cross_entropy(logits, columns)
 
 
 def code_diversity(probs: list[Tensor]) -> Tensor:

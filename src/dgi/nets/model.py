@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,10 @@ class NextTokenDetail:
 class Losses:
     terms: dict[str, Tensor]                  # scalar loss terms, weighted by `DGIModel.weighted_total`
     next_token: NextTokenDetail | None = None  # generative phases only
+
+
+Gather = Callable[[Tensor], tuple[Tensor, int]]
+"""A tensor's rows from every training process, in rank order, and where this process's rows start."""
 
 
 @dataclass
@@ -154,10 +159,25 @@ class DGIModel(nn.Module):
     def quantize(self, z: Tensor, item_ids: Tensor, tau: float) -> Quantized:
         return self.strategy.quantize(self.quantizer, z, item_ids, tau)
 
+    def forward(self, phase: str, batch: Batch | Tensor, item_embeddings: Tensor, query_embeddings: Tensor,
+                tau: float = 1.0, ntp_weights: Tensor | None = None, context: Context | None = None,
+                gather: Gather | None = None) -> Losses:
+        """One training step's losses in `phase` ("dense" | "quantizer" | "joint" | "decoder"): the call
+        DistributedDataParallel wraps. For "quantizer", `batch` is a tensor of item indices."""
+        if phase == "quantizer":
+            return self.quantizer_fit_losses(batch, item_embeddings)
+        if phase == "decoder":
+            return self.decoder_losses(batch, item_embeddings, query_embeddings, context, ntp_weights)
+        return self.losses(batch, item_embeddings, query_embeddings, tau, phase == "joint", ntp_weights, gather)
+
     def losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor, tau: float,
-               generative: bool, ntp_weights: Tensor | None = None) -> Losses:
+               generative: bool, ntp_weights: Tensor | None = None, gather: Gather | None = None) -> Losses:
         """Every loss term for one batch; `generative=False` is the dense warm-up (InfoNCE only).
-        `ntp_weights` [B] weighs each example's next-token loss (see `loss.ntp_popularity_power`)."""
+
+        `ntp_weights` [B] weighs each example's next-token loss (see `loss.ntp_popularity_power`).
+        `gather` (several processes) returns every process's rows of a tensor and where this one's
+        start: in-batch negatives and the code-usage statistics of the diversity term then span the
+        global batch."""
         weights = self.config.loss
         negative_ids = torch.randint(len(item_embeddings), (weights.sampled_negatives,), device=batch.targets.device)
         context, table, (targets, negatives) = self._batch_context(batch, item_embeddings, query_embeddings,
@@ -166,7 +186,11 @@ class DGIModel(nn.Module):
         negatives, negative_ids = (table[negatives], negative_ids) if weights.sampled_negatives else (None, None)
         # Dot geometry has no temperature: raw inner products are the logits (the norm is the scale).
         temperature = weights.infonce_temperature if self.config.model.geometry == "cosine" else 1.0
-        terms = {"infonce": losses.info_nce(context.vector, z, batch.targets, temperature, negatives, negative_ids)}
+        candidates, candidate_ids, offset = z, batch.targets, 0
+        if gather is not None:
+            (candidates, offset), (candidate_ids, _) = gather(z), gather(batch.targets)
+        terms = {"infonce": losses.info_nce(context.vector, candidates, candidate_ids, temperature, negatives,
+                                            negative_ids, offset)}
         if not generative:
             return Losses(terms)
         quantized = self.quantize(z, batch.targets, tau)
@@ -177,9 +201,20 @@ class DGIModel(nn.Module):
             codewords = self.quantizer.codewords(quantized.codes)
             terms["global"] = losses.global_reconstruction(z, quantized.reconstruction)
             terms["local"] = losses.local_commitment(quantized.hard_residuals, codewords, weights.commitment_beta)
-            terms["diversity"] = losses.code_diversity(quantized.probs)
+            probs = quantized.probs if gather is None else [gather(p)[0] for p in quantized.probs]
+            terms["diversity"] = losses.code_diversity(probs)
         correct = losses.next_token_hits(logits, quantized.codes)
         return Losses(terms, NextTokenDetail(per_example.detach(), correct, batch.targets))
+
+    def quantizer_fit_losses(self, item_ids: Tensor, item_embeddings: Tensor) -> Losses:
+        """Two-stage (frozen) quantizer fitting: codebooks fitted to the fixed item vectors by reconstruction."""
+        with torch.no_grad():
+            z = self.item_vectors(item_embeddings[item_ids], item_ids)
+        quantized = StraightThrough().quantize(self.quantizer, z, item_ids, 1.0)
+        codewords = self.quantizer.codewords(quantized.codes)
+        return Losses({"global": losses.global_reconstruction(z, quantized.reconstruction),
+                       "local": losses.local_commitment(quantized.hard_residuals, codewords,
+                                                        self.config.loss.commitment_beta)})
 
     def _next_token_objective(self, logits: list[Tensor], codes: Tensor, per_example: Tensor,
                               weights: Tensor | None) -> Tensor:

@@ -20,19 +20,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
 from dgi.training.context_cache import ContextCache
 from dgi.data.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device, set_threads
+from dgi.training.distributed import ProcessGroup
 from dgi.evaluation.evaluate import index_statistics
 from dgi.io import append_jsonl, write_lines
-from dgi.nets.losses import global_reconstruction, local_commitment
 from dgi.evaluation.metrics import popularity_buckets
 from dgi.nets.model import Batch, DGIModel, Losses, NextTokenDetail
-from dgi.nets.quantizer import StraightThrough
 from dgi.retriever import Retriever
 from dgi.training.run import RunDirectory
 from dgi.training.schedules import exponential_anneal, warmup_linear_decay
@@ -63,8 +63,11 @@ def build_model(config: Config, corpus: EncodedCorpus) -> DGIModel:
 
 
 class Trainer:
-    def __init__(self, config: Config, corpus: EncodedCorpus, run: RunDirectory, progress: bool = True) -> None:
-        self.config, self.corpus, self.run, self.progress = config, corpus, run, progress
+    """Trains one run; under torchrun, one Trainer per process (`group`), process 0 validating and writing."""
+
+    def __init__(self, config: Config, corpus: EncodedCorpus, run: RunDirectory, progress: bool = True,
+                 group: ProcessGroup | None = None) -> None:
+        self.config, self.corpus, self.run = config, corpus, run
         if config.train.threads:
             set_threads(config.train.threads)
         torch.manual_seed(config.train.seed)
@@ -73,11 +76,20 @@ class Trainer:
         # memory, which ours do not): 9,550 fills, ~6% of a Beauty step's time, for nothing.
         torch.utils.deterministic.fill_uninitialized_memory = False
         self.device = resolve_device(config.train.device)
+        self.group = group or ProcessGroup.from_environment(self.device)
+        if self.group.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.group.local_rank)
+        self.progress = progress and self.group.is_main
         self.autocast_dtype = autocast_dtype(self.device, config.train.precision)
         self.model = build_model(config, corpus)
         self.model.init_projections(*pca_projection(corpus.item_embeddings, config.model.width,
                                                     whiten=config.model.projection_init == "whitened_pca"))
         self.model.to(self.device)
+        # What each step calls: the model, or its DistributedDataParallel wrapper (averages gradients). A
+        # phase leaves parts of the model unused (the decoder in the dense phase): find_unused_parameters.
+        self.step_module: nn.Module = DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=True) if self.group.distributed else self.model
         self.item_embeddings = corpus.item_embeddings.to(self.device)
         self.query_embeddings = corpus.query_embeddings.to(self.device)
         self.optimizer = self._optimizer()
@@ -108,14 +120,17 @@ class Trainer:
             phase = epoch_phases[epoch]
             started, cpu_started = time.perf_counter(), time.process_time()
             self._prepare(phase)
+            self.group.sync_parameters(self.model)  # process 0's k-means index / reloaded best epoch everywhere
             losses = self._run_epoch(phase, epoch, len(epoch_phases))
             self.state["train_seconds"] += time.perf_counter() - started
             # CPU time of this process: the honest cost when other jobs share the machine's cores
             self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_started
-            record = self._epoch_record(epoch, phase, losses, time.perf_counter() - started)
-            self._select(record, selectable=phase in self.selectable)
-            self.state["epoch"] = self._next_epoch(epoch, epoch_phases)
-            self._checkpoint(record)
+            if self.group.is_main:  # validation, selection, log and checkpoint: process 0 alone
+                record = self._epoch_record(epoch, phase, losses, time.perf_counter() - started)
+                self._select(record, selectable=phase in self.selectable)
+                self.state["epoch"] = self._next_epoch(epoch, epoch_phases)
+                self._checkpoint(record)
+            self.state = self.group.broadcast(self.state)
         return self.state
 
     def _next_epoch(self, epoch: int, epoch_phases: list[str]) -> int:
@@ -132,7 +147,8 @@ class Trainer:
     def resume(self) -> None:
         """Restore weights, optimizer, RNG and progress from the run directory's last checkpoint."""
         extra, state = self.run.load_checkpoint(self.model)
-        self._truncate_log(state["epoch"])
+        if self.group.is_main:
+            self._truncate_log(state["epoch"])
         self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
         self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
         torch.set_rng_state(extra["rng.torch"])
@@ -182,6 +198,7 @@ class Trainer:
         self.train_stats = {name: LevelStats(len(self.buckets.names), levels) for name in ("ntp_loss", "ntp_accuracy")}
         batches = list(self._batches(phase, epoch))
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{n_epochs} {phase}", disable=not self.progress, leave=False)
+        self.step_losses = []
         for batch in bar:
             self._set_learning_rate(phase)
             with autocast(self.device, self.autocast_dtype):
@@ -196,9 +213,10 @@ class Trainer:
             self.state["step"] += 1
             self.state["joint_step"] += phase == "joint"
             self.state["decoder_step"] += phase == "decoder"
-            for name, value in terms.items():
-                sums[name] += value.item()
-            sums["total"] += total.item()
+            values = self.group.mean_of([*(value.item() for value in terms.values()), total.item()])
+            for name, value in zip([*terms, "total"], values):  # over every process's rows
+                sums[name] += value
+            self.step_losses.append(values[-1])
             if output.next_token is not None:
                 self._add_next_token_stats(output.next_token)
             bar.set_postfix(loss=f"{total.item():.3f}")
@@ -217,20 +235,13 @@ class Trainer:
         return float(torch.stack(grads).norm()) if grads else 0.0
 
     def _losses(self, phase: str, batch: Batch | Tensor) -> Losses:
+        """The step's losses through `step_module` (so that DDP sees the forward pass)."""
         if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
-            with torch.no_grad():
-                z = self.model.item_vectors(self.item_embeddings[batch], batch)
-            quantized = StraightThrough().quantize(self.model.quantizer, z, batch, 1.0)
-            codewords = self.model.quantizer.codewords(quantized.codes)
-            return Losses({"global": global_reconstruction(z, quantized.reconstruction),
-                           "local": local_commitment(quantized.hard_residuals, codewords,
-                                                     self.config.loss.commitment_beta)})
-        if phase == "decoder":
-            context = self.context_cache.context(batch.rows) if self.context_cache is not None else None
-            return self.model.decoder_losses(batch, self.item_embeddings, self.query_embeddings, context,
-                                             self._ntp_weights(batch))
-        return self.model.losses(batch, self.item_embeddings, self.query_embeddings, self.tau,
-                                 generative=phase == "joint", ntp_weights=self._ntp_weights(batch))
+            return self.step_module("quantizer", batch, self.item_embeddings, self.query_embeddings)
+        context = self.context_cache.context(batch.rows) if phase == "decoder" and self.context_cache else None
+        return self.step_module(phase, batch, self.item_embeddings, self.query_embeddings, self.tau,
+                                self._ntp_weights(batch), context,
+                                self.group.gather if self.group.distributed else None)
 
     def _ntp_weights(self, batch: Batch) -> Tensor | None:
         return self.ntp_item_weights.to(self.device)[batch.targets] if self.ntp_item_weights is not None else None
@@ -245,14 +256,16 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
         size = self.config.train.batch_size
         if phase == "quantizer":
-            yield from (chunk.to(self.device) for chunk in torch.randperm(len(self.corpus.item_ids), generator=generator).split(size))
+            order = torch.randperm(len(self.corpus.item_ids), generator=generator)
+            yield from (self.group.shard(chunk).to(self.device) for chunk in order.split(size))
             return
         targets, history, query_ids = self.train_batches
         order = torch.randperm(len(targets), generator=generator)
         for chunk in length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator):
             if len(chunk) > 1:  # in-batch negatives need at least two rows
-                yield Batch(*(tensor[chunk].to(self.device) for tensor in (targets, history, query_ids)),
-                            rows=chunk.to(self.device))
+                rows = self.group.shard(chunk)  # every process: its share of the same global batch
+                yield Batch(*(tensor[rows].to(self.device) for tensor in (targets, history, query_ids)),
+                            rows=rows.to(self.device))
 
     def _steps_per_epoch(self, phase: str) -> int:
         n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
@@ -289,6 +302,7 @@ class Trainer:
         model = self.model
         record = {"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 2), "step": self.state["step"],
                   "lr": self.optimizer.param_groups[0]["lr"], "tau": self.tau, "losses": losses,
+                  "step_loss": [float(f"{value:.5g}") for value in self.step_losses], "processes": self.group.world,
                   "item_grad_norm": [float(f"{norm:.5g}") for norm in self.item_grad_norms],
                   "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None}
         if model.quantizer.scale is not None:
