@@ -83,12 +83,14 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
     model = DGIModel(config, config.model.width, config.quantizer.codebook_sizes, 0).eval()
     before = resident_bytes()
     vectors = clustered_catalogue(n, config.model.width, generator)
+    device = torch.device(args.device)
     started = time.perf_counter()
     model.quantizer.kmeans_init(vectors, args.kmeans_iterations, seed=0)
     with torch.no_grad():
         codes = model.quantizer.encode(vectors)
     index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
-    retriever = Retriever(model, index, vectors, [str(i) for i in range(n)], [""] * n, config.search)
+    retriever = Retriever(model.to(device), index, vectors.to(device), [str(i) for i in range(n)], [""] * n,
+                          config.search)
     dgi_build = time.perf_counter() - started
     gc.collect()
     dgi_bytes = (resident_bytes() - before) / n
@@ -103,10 +105,10 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
 
     def context_vectors(rows: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            return retriever.context(rows, None, torch.zeros(len(rows), dtype=torch.bool)).vector.numpy()
+            return retriever.context(rows, None, torch.zeros(len(rows), dtype=torch.bool)).vector.cpu().numpy()
 
     with torch.no_grad():
-        exact = retriever.dense(padded, None, no_query, K)[0].numpy()
+        exact = retriever.dense(padded, None, no_query, K)[0].cpu().numpy()
     methods: dict[str, dict] = {}
     runs = {
         "dgi_lexicographic": lambda rows: retriever.generate(rows, None, torch.zeros(len(rows), dtype=torch.bool), K,
@@ -117,11 +119,11 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
     }
     for name, run in runs.items():
         timing = latencies(run, padded, args.repeats)
-        found = np.concatenate([run(padded[s:s + BATCH]).numpy() for s in range(0, args.queries, BATCH)])
+        found = np.concatenate([run(padded[s:s + BATCH]).cpu().numpy() for s in range(0, args.queries, BATCH)])
         methods[name] = {**timing, "recall_at_10": recall_at_k(found[:, :K], exact),
                          "build_seconds": 0.0 if name == "dgi_dense" else dgi_build,
                          "bytes_per_item": dgi_bytes, "tensor_bytes_per_item": tensor_bytes}
-    items = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+    items = np.ascontiguousarray(vectors.cpu().numpy(), dtype=np.float32)
     for name, make in (("faiss_flat", lambda d: faiss.IndexFlatIP(d)),
                        ("faiss_hnsw", lambda d: faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT))):
         gc.collect()
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1024, help="queries per size (batched 256 at a time)")
     parser.add_argument("--repeats", type=int, default=200, help="batch-1 queries timed per method")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where DGI runs (FAISS runs on the CPU)")
     parser.add_argument("--build-threads", type=int, default=2, help="FAISS threads while building an index")
     parser.add_argument("--kmeans-iterations", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True)
@@ -169,7 +172,8 @@ def main() -> None:
         print(json.dumps({n: results[str(n)]}), flush=True)
     write_json(args.out, {**results, "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
                           "git_commit": git_commit(), "machine": {**machine(), "load_average_1min_before": load_before},
-                          "threads": args.threads, "history_items": HISTORY, "k": K, "batch": BATCH})
+                          "threads": args.threads, "device": args.device, "history_items": HISTORY, "k": K,
+                          "batch": BATCH})
 
 
 if __name__ == "__main__":

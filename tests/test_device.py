@@ -58,3 +58,20 @@ def test_one_thread_setting_reaches_torch_and_faiss():
         assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
     finally:
         set_threads(before)
+
+
+def test_training_and_search_run_on_the_test_device(tiny_config, tiny_corpus, tmp_path):
+    """DGI_TEST_DEVICE=cuda (benchmarks/gpu_check.sh) trains and searches on the GPU; cpu by default."""
+    import os
+
+    from dgi import pipeline
+
+    device = os.environ.get("DGI_TEST_DEVICE", "cpu")
+    config = tiny_config.model_copy(deep=True)
+    config.train.device, config.train.joint_epochs = device, 1
+    run = pipeline.train(config, tmp_path / "run", tiny_corpus, progress=False)
+    retriever = pipeline.load_trained(run, tiny_corpus, device)
+    assert retriever.item_vectors.device.type == torch.device(device).type
+    history = [list(example.history) for example in tiny_corpus.dataset.splits["test"][:4]]
+    hits = retriever.search([None] * 4, history, k=5)
+    assert all(len(row) == 5 for row in hits)
