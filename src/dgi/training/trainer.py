@@ -95,6 +95,7 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.phases = training_phases(config)
         self.item_grad_norms: list[float] = []  # this epoch's, one per step
+        self.step_losses: list[float] = []  # this epoch's total loss per step (mean over processes)
         # the best epoch is chosen among the generative phases' (the dense phase's for a dual encoder)
         self.selectable = {"joint", "decoder"} & {phase.name for phase in self.phases} or {self.phases[-1].name}
         train = corpus.splits["train"]
