@@ -62,7 +62,7 @@ def test_loading_refuses_a_foreign_or_broken_directory(tiny_corpus, tmp_path):
     with pytest.raises(CorruptFileError, match="holds a 'popularity' method, not 'bm25'"):
         BM25Baseline.load(tmp_path / "popularity")
     (tmp_path / "popularity" / "method.json").write_text("{broken")
-    with pytest.raises(CorruptFileError, match="method.json: not valid JSON"):
+    with pytest.raises(CorruptFileError, match="method.json: unreadable manifest"):
         load_method(tmp_path / "popularity")
     with pytest.raises(CorruptFileError, match="missing: not a saved method directory"):
         load_method(tmp_path / "nothing-here")

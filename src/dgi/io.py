@@ -69,6 +69,25 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def read_versioned_json(path: str | os.PathLike[str], format_name: str, version: int, missing: str,
+                        remedy: str) -> dict[str, Any]:
+    """A manifest JSON object, checked for its `format` and `version` before anything else is read;
+    every problem is a CorruptFileError naming the file (`missing`: what its absence means)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFileError(path, missing, remedy)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptFileError(path, f"unreadable manifest ({error})", remedy) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != format_name:
+        raise CorruptFileError(path, f"not a {format_name} manifest")
+    if manifest.get("version") != version:
+        raise CorruptFileError(path, f"format version {manifest.get('version')!r}, this dgi reads version {version}",
+                               remedy)
+    return manifest
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -30,6 +30,7 @@ from dgi.io import (
     CorruptFileError,
     atomic_directory,
     load_tensors,
+    read_versioned_json,
     save_tensors,
     sha256_file,
     write_json,
@@ -131,20 +132,8 @@ class ModelFiles:
 
 def read_manifest(path: Path) -> dict:
     """model.json, checked for format and version before anything else is read."""
-    file = path / MANIFEST
-    if not file.is_file():
-        raise CorruptFileError(path, f"not a dgi model directory (no {MANIFEST})",
-                               "pass a directory written by `dgi export` or by training")
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptFileError(file, f"unreadable manifest ({error})", "copy the directory again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorruptFileError(file, f"not a {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise CorruptFileError(file, f"format version {manifest.get('version')!r}, this dgi reads version {VERSION}",
-                               "re-export the model with this version of dgi")
-    return manifest
+    return read_versioned_json(path / MANIFEST, FORMAT, VERSION, f"not a dgi model directory (no {MANIFEST})",
+                               "re-export the model with this version of dgi (`dgi export`)")
 
 
 def is_model_dir(path: str | os.PathLike[str]) -> bool:

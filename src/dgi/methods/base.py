@@ -6,7 +6,6 @@ Methods whose fitted state is a few parameters and tensors share `SavedState`'s 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -15,7 +14,7 @@ import numpy as np
 from torch import Tensor
 
 from dgi.data.corpus import EncodedCorpus
-from dgi.io import CorruptFileError, atomic_directory, load_tensors, save_tensors, write_json
+from dgi.io import CorruptFileError, atomic_directory, load_tensors, read_versioned_json, save_tensors, write_json
 
 FORMAT, VERSION = "dgi-method", 1
 MANIFEST, STATE = "method.json", "state.safetensors"
@@ -110,17 +109,8 @@ def read_manifest(directory: str | Path, name: str) -> dict[str, Any]:
 def _manifest(directory: str | Path) -> dict[str, Any]:
     """The checked `method.json` of a saved method; a missing or foreign file is a CorruptFileError."""
     path = Path(directory) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptFileError(path, "missing: not a saved method directory") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CorruptFileError(path, f"not valid JSON ({error})", "save the method again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorruptFileError(path, f"not a {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise CorruptFileError(path, f"format version {manifest.get('version')!r}, this dgi reads {VERSION}",
-                               "save it again with this version")
+    manifest = read_versioned_json(path, FORMAT, VERSION, "missing: not a saved method directory",
+                                   "save the method again with this version of dgi")
     if not isinstance(manifest.get("method"), str):
         raise CorruptFileError(path, "names no method")
     return manifest
