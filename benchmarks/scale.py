@@ -11,7 +11,8 @@ query is a history of 5 items. For each size and method: batch-1 p50 / p99 laten
 throughput at 256 queries per call (q/s), index build seconds, resident bytes per item of what the
 search holds (RSS growth while it is built), and recall@10 against the exact top 10 of the dense path
 (so a fast answer that is wrong shows). Every time includes encoding the context (the context encoder
-runs for FAISS too, which then searches z_q). One torch / FAISS thread unless `--threads`.
+runs for FAISS too, which then searches z_q). One torch / FAISS thread unless `--threads`. The
+figure (FILE.png beside the JSON) plots latency, throughput and recall against the size.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from dgi.config import load_config
+from dgi.figures import scale_png
 from dgi.io import write_json
 from dgi.nets.model import DGIModel
 from dgi.provenance import git_commit, machine
@@ -170,6 +172,8 @@ def main() -> None:
     for n in (int(size) for size in args.sizes.split(",")):
         results[str(n)] = measure_size(n, args)
         print(json.dumps({n: results[str(n)]}), flush=True)
+    by_size = {int(n): {m: r for m, r in methods.items() if m != "catalogue"} for n, methods in results.items()}
+    args.out.with_suffix(".png").write_bytes(scale_png(by_size))
     write_json(args.out, {**results, "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
                           "git_commit": git_commit(), "machine": {**machine(), "load_average_1min_before": load_before},
                           "threads": args.threads, "device": args.device, "history_items": HISTORY, "k": K,

@@ -401,3 +401,31 @@ def learning_curves_png(title: str, records: Sequence[dict], metric: str = "ndcg
             ax.legend(frameon=False, fontsize=8)
         fig.suptitle(title)
         return _png(fig)
+
+
+# ---------------------------------------------------------------- search at catalogue scale
+
+
+def scale_png(by_size: dict[int, dict[str, dict[str, float]]]) -> bytes:
+    """benchmarks/scale.py's result: per method, batch-1 p50 latency, batched throughput and recall@10
+    against the catalogue size (log x): generation's cost should not grow with the catalogue."""
+    import matplotlib
+
+    sizes = sorted(by_size)
+    methods = list(by_size[sizes[0]])
+    panels_spec = [("p50_ms_b1", "batch-1 p50 latency (ms)", True), ("qps_b256", "queries/s, batches of 256", True),
+                   ("recall_at_10", "recall@10 vs exact dense top 10", False)]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(height=4.0)
+        panels = fig.subplots(1, 3)
+        for ax, (key, label, log_y) in zip(panels, panels_spec):
+            for index, method in enumerate(methods):
+                ax.plot(sizes, [by_size[n][method][key] for n in sizes], marker="o", ms=4, color=colour(index),
+                        label=method)
+            ax.set_xscale("log")
+            if log_y:
+                ax.set_yscale("log")
+            ax.set_xlabel("items in the catalogue")
+            ax.set_ylabel(label)
+        panels[0].legend(frameon=False, fontsize=8)
+        return _png(fig)
