@@ -11,8 +11,10 @@ query is a history of 5 items. For each size and method: batch-1 p50 / p99 laten
 throughput at 256 queries per call (q/s), index build seconds, resident bytes per item of what the
 search holds (RSS growth while it is built), and recall@10 against the exact top 10 of the dense path
 (so a fast answer that is wrong shows). Every time includes encoding the context (the context encoder
-runs for FAISS too, which then searches z_q). One torch / FAISS thread unless `--threads`. The
-figure (FILE.png beside the JSON) plots latency, throughput and recall against the size.
+runs for FAISS too, which then searches z_q). One torch / FAISS thread unless `--threads`. Where
+bf16 is native (AVX512-BF16 / AMX, or CUDA) `dgi_lexicographic_bf16` runs the decoder steps under bf16
+autocast (`search.precision=bf16`). The figure (FILE.png beside the JSON) plots latency, throughput
+and recall against the size.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from dgi.config import load_config
+from dgi.device import autocast_dtype
 from dgi.figures import scale_png
 from dgi.io import write_json
 from dgi.nets.model import DGIModel
@@ -119,6 +122,11 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
                                                       "rerank").items,
         "dgi_dense": lambda rows: retriever.dense(rows, None, torch.zeros(len(rows), dtype=torch.bool), K)[0],
     }
+    if autocast_dtype(device, "auto") is not None:  # bf16 is native here: the decoder steps in bf16 too
+        fast = Retriever(retriever.model, index, retriever.item_vectors, retriever.item_ids, retriever.item_texts,
+                         config.search.model_copy(update={"precision": "bf16"}))
+        runs["dgi_lexicographic_bf16"] = lambda rows: fast.generate(rows, None, torch.zeros(len(rows), dtype=torch.bool),
+                                                                    K, "lexicographic").items
     for name, run in runs.items():
         timing = latencies(run, padded, args.repeats)
         found = np.concatenate([run(padded[s:s + BATCH]).cpu().numpy() for s in range(0, args.queries, BATCH)])

@@ -12,6 +12,7 @@ from torch import Tensor
 from dgi.config import SearchConfig
 from dgi.data import Item
 from dgi.data.encoders import SentenceTransformerEncoder, TextEncoder
+from dgi.device import autocast, autocast_dtype
 from dgi.search.index import SIDIndex
 from dgi.nets.losses import next_token_hits, next_token_per_example
 from dgi.nets.model import DGIModel
@@ -100,8 +101,13 @@ class Retriever:
         if self.index is None:
             raise ValueError("this retriever has no SID index yet (dense path only)")
         memory = self.model.decoder.memory(context.memory, context.padding)  # once for every level
-        return beam_search(lambda prefix: self.model.step_log_probs(context, prefix.to(self.device), memory).cpu(),
-                           len(context.vector), self.index, beam_size, constrained)
+        dtype = autocast_dtype(self.device, self.search_config.precision)
+
+        def step(prefix: Tensor) -> Tensor:
+            with autocast(self.device, dtype):
+                return self.model.step_log_probs(context, prefix.to(self.device), memory).float().cpu()
+
+        return beam_search(step, len(context.vector), self.index, beam_size, constrained)
 
     @torch.no_grad()
     def generate(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int,
