@@ -201,3 +201,25 @@ def test_a_step_with_the_precomputed_decoder_memory_equals_one_without():
         memory = model.decoder.memory(context.memory, context.padding)
         prefix = torch.randint(0, 8, (6, 4, 2))
         assert torch.equal(model.step_log_probs(context, prefix, memory), model.step_log_probs(context, prefix))
+
+
+@pytest.mark.parametrize("inputs", ["residual", "codewords"])
+def test_incremental_beam_steps_equal_full_steps_through_a_search(inputs):
+    from dgi.search.beam import beam_search
+    from dgi.search.index import SIDIndex
+
+    model, items = make_model(f"model.decoder_inputs={inputs}", "model.decoder_layers=2")
+    for block in model.decoder.blocks:  # zero-initialised branches would make every block the identity
+        for parameter in block.parameters():
+            torch.nn.init.normal_(parameter, std=0.3)
+    model.eval()
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    batch = random_batch(6)
+    index = SIDIndex.build(torch.randint(0, 8, (300, 3), generator=torch.Generator().manual_seed(2)), [8, 8, 8])
+    with torch.no_grad():
+        context = model.batch_context(batch, items, queries)
+        memory = model.decoder.memory(context.memory, context.padding)
+        full = beam_search(lambda prefix: model.step_log_probs(context, prefix, memory), 6, index, 5)
+        fast = beam_search(model.incremental_steps(context, memory), 6, index, 5)
+    assert torch.equal(full.codes, fast.codes)
+    assert torch.allclose(full.scores, fast.scores, atol=1e-5)

@@ -102,10 +102,11 @@ class Retriever:
             raise ValueError("this retriever has no SID index yet (dense path only)")
         memory = self.model.decoder.memory(context.memory, context.padding)  # once for every level
         dtype = autocast_dtype(self.device, self.search_config.precision)
+        steps = self.model.incremental_steps(context, memory)  # each step computes the newest position only
 
         def step(prefix: Tensor) -> Tensor:
             with autocast(self.device, dtype):
-                return self.model.step_log_probs(context, prefix.to(self.device), memory).float().cpu()
+                return steps(prefix.to(self.device)).float().cpu()
 
         return beam_search(step, len(context.vector), self.index, beam_size, constrained)
 

@@ -56,6 +56,23 @@ class DecoderBlock(nn.Module):
         x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
         return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
+    def step(self, x: Tensor, past: tuple[Tensor, Tensor] | None, memory_kv: tuple[Tensor, Tensor],
+             memory_attend: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Inference on each beam's newest position only: x [B, W, 1, d] and the keys/values of the beam's
+        earlier positions ([B*W, heads, T-1, d/heads], None at the first) -> its output and the keys/values
+        of all T positions. The same function as `forward` on the whole prefix, at a T-th of the cost."""
+        batch, beams, _, width = x.shape
+        q, k, v = (split_heads(t, self.heads) for t in
+                   self.self_qkv(self.self_norm(x)).reshape(batch * beams, 1, 3 * width).chunk(3, dim=-1))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        attended = merge_heads(attention(q, k, v, None, 0.0, False))  # the newest position sees all earlier ones
+        x = x + self.self_out(attended).reshape(x.shape)
+        query = split_heads(self.cross_query(self.cross_norm(x)).reshape(batch, beams, width), self.heads)
+        attended = merge_heads(attention(query, *memory_kv, memory_attend, 0.0, False))
+        x = x + self.cross_out(attended).reshape(x.shape)
+        return x + self.ffn(self.ffn_norm(x)), (k, v)
+
 
 @dataclass
 class DecoderMemory:
@@ -86,6 +103,17 @@ class SIDDecoder(nn.Module):
         for block, key_value in zip(self.blocks, states.key_values):
             x = block(x, key_value, states.attend)
         return x
+
+    def step(self, newest: Tensor, position: int, memory: DecoderMemory,
+             past: list[tuple[Tensor, Tensor]] | None) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Each beam's newest input [B, W, 1, d] at `position` -> its hidden state [B, W, 1, d] and every
+        block's self-attention keys/values of positions 0..position (for the next step)."""
+        x = newest + self.level_embedding[position]
+        kept = []
+        for index, (block, key_value) in enumerate(zip(self.blocks, memory.key_values)):
+            x, cache = block.step(x, None if past is None else past[index], key_value, memory.attend)
+            kept.append(cache)
+        return x, kept
 
 
 class CodeHeads(nn.Module):

@@ -155,6 +155,10 @@ class DGIModel(nn.Module):
                               memory if memory is not None else self.decoder.memory(context.memory, context.padding))
         return F.log_softmax(self.heads(hidden[:, :, -1], depth, self.quantizer.codebooks), dim=-1)
 
+    def incremental_steps(self, context: Context, memory: DecoderMemory) -> IncrementalSteps:
+        """A beam-search step function equal to `step_log_probs` that computes only each beam's newest position."""
+        return IncrementalSteps(self, context, memory)
+
     # ----- training --------------------------------------------------------------------------
     def quantize(self, z: Tensor, item_ids: Tensor, tau: float) -> Quantized:
         return self.strategy.quantize(self.quantizer, z, item_ids, tau)
@@ -268,3 +272,34 @@ class DGIModel(nn.Module):
         weight = {"infonce": w.infonce, "ntp": w.ntp, "global": w.global_recon, "local": w.local,
                   "diversity": w.diversity}
         return sum(weight[name] * value for name, value in terms.items())
+
+
+class IncrementalSteps:
+    """Beam-search steps that keep each beam's self-attention keys/values from the step before.
+
+    A step's beams are children of the previous step's: each one's parent is the previous beam whose
+    prefix is its own minus the last code, found by comparing prefixes (W x W_prev per query, the beam
+    search may reorder them). Its earlier positions' keys/values are gathered from that parent and only
+    the newest position goes through the decoder. Inference only (no dropout).
+    """
+
+    def __init__(self, model: DGIModel, context: Context, memory: DecoderMemory) -> None:
+        self.model, self.context, self.memory = model, context, memory
+        self.previous: Tensor | None = None              # the previous step's prefixes [B, W_prev, j-1]
+        self.past: list[tuple[Tensor, Tensor]] | None = None
+
+    def __call__(self, prefix: Tensor) -> Tensor:
+        batch, beams, depth = prefix.shape
+        model = self.model
+        vectors = model.quantizer.codewords(prefix.reshape(batch * beams, depth))
+        newest = model.decoder_inputs(self.context.vector.repeat_interleave(beams, dim=0), vectors)[:, -1]
+        past = None
+        if depth:
+            same = (prefix[:, :, None, : depth - 1] == self.previous[:, None, :, : depth - 1]).all(-1)
+            parent = same.float().argmax(-1)  # [B, W] (a missing beam's arbitrary codes may match none)
+            rows = torch.arange(batch, device=prefix.device)[:, None]
+            past = [tuple(t.view(batch, self.previous.shape[1], *t.shape[1:])[rows, parent].flatten(0, 1)
+                          for t in cache) for cache in self.past]
+        hidden, self.past = model.decoder.step(newest.reshape(batch, beams, 1, -1), depth, self.memory, past)
+        self.previous = prefix
+        return F.log_softmax(model.heads(hidden[:, :, 0], depth, model.quantizer.codebooks), dim=-1)
