@@ -52,9 +52,11 @@ def generate(retriever: Retriever, history: torch.Tensor) -> None:
     with record_function("2 decoder memory"):
         memory = retriever.model.decoder.memory(context.memory, context.padding)
 
+    steps = retriever.model.incremental_steps(context, memory)
+
     def step(prefix: torch.Tensor) -> torch.Tensor:
         with record_function("3 decoder step"):
-            return retriever.model.step_log_probs(context, prefix, memory)
+            return steps(prefix)
 
     with record_function("4 beam search (with steps)"):
         beams = beam_search(step, len(history), retriever.index, retriever.search_config.beam_size)
