@@ -26,7 +26,7 @@ from dgi.config import load_config
 from dgi.io import write_json
 from dgi.nets.model import DGIModel
 from dgi.model_dir import EncoderSpec, ModelFiles
-from dgi.provenance import git_commit, machine
+from dgi.provenance import git_commit, machine, resident_bytes
 
 RESULTS = Path(__file__).parent / "results" / "catalogue-memory.json"
 CONFIG = Path(__file__).parents[1] / "configs" / "amazon-beauty.yaml"
@@ -46,17 +46,14 @@ def write_catalogue(path: Path, n_items: int, width: int, seed: int = 0) -> None
 
 def measure(path: Path) -> dict:
     """Runs in a fresh process: RSS before and after loading, tensor bytes, search latency."""
-    def rss() -> int:  # resident pages now (Linux)
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
     from dgi.retriever import Retriever
 
     torch.set_num_threads(2)
-    before = rss()
+    before = resident_bytes()
     started = time.perf_counter()
     retriever = Retriever.load(path)
     load_seconds = time.perf_counter() - started
-    after = rss()
+    after = resident_bytes()
     n = len(retriever)
     index_tensors = {name: sum(t.nbytes for t in (value if isinstance(value, list) else [value]))
                      for name, value in vars(retriever.index).items()

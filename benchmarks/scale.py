@@ -38,17 +38,12 @@ from dgi.device import autocast_dtype
 from dgi.figures import scale_png
 from dgi.io import write_json
 from dgi.nets.model import DGIModel
-from dgi.provenance import git_commit, machine
+from dgi.provenance import git_commit, machine, resident_bytes
 from dgi.retriever import Retriever
 from dgi.search.index import SIDIndex
 
 CONFIG = Path(__file__).parents[1] / "configs" / "amazon-beauty.yaml"
 HISTORY, K, BATCH = 5, 10, 256
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
 
 
 def clustered_catalogue(n: int, dim: int, generator: torch.Generator) -> torch.Tensor:

@@ -38,3 +38,9 @@ def cpu_model() -> str:
                     if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor()
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc; page size from the OS)."""
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -31,6 +31,9 @@ class SearchHit:
     score: float
 
 
+SEARCH_RULES = (*RULES, "dense")  # the generative ranking rules, and the dense path
+
+
 class Retriever:
     """Search over a catalogue of item vectors: the model's context encoder and decoder, the SID index."""
 
@@ -161,8 +164,8 @@ class Retriever:
             raise ValueError(f"{len(queries)} queries but {len(histories)} histories")
         if k < 1 or (beam_size is not None and beam_size < 1):
             raise ValueError(f"k and beam_size must be >= 1 (got k={k}, beam_size={beam_size})")
-        if rule is not None and rule not in (*RULES, "dense"):
-            raise ValueError(f"unknown rule {rule!r}: one of {', '.join((*RULES, 'dense'))}")
+        if rule is not None and rule not in SEARCH_RULES:
+            raise ValueError(f"unknown rule {rule!r}: one of {', '.join(SEARCH_RULES)}")
         history, query_embeddings, has_query = self._encode_inputs(queries, histories)
         if self.index is None or rule == "dense":
             return self._dense_hits(*self.dense(history, query_embeddings, has_query, k))

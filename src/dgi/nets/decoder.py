@@ -51,6 +51,12 @@ class DecoderBlock(nn.Module):
                    self.self_qkv(self.self_norm(x)).reshape(batch * beams, steps, 3 * width).chunk(3, dim=-1))
         attended = merge_heads(attention(q, k, v, None, p, training, causal=True))
         x = x + dropout(self.self_out(attended).reshape(x.shape), p, training)
+        return self._cross_and_feed_forward(x, memory_kv, memory_attend)
+
+    def _cross_and_feed_forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_attend: Tensor) -> Tensor:
+        """The block after its self-attention: cross-attention to the context, then the feed-forward."""
+        batch, beams, steps, width = x.shape
+        p, training = self.dropout, self.training
         query = split_heads(self.cross_query(self.cross_norm(x)).reshape(batch, beams * steps, width), self.heads)
         attended = merge_heads(attention(query, *memory_kv, memory_attend, p, training))
         x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
@@ -68,10 +74,7 @@ class DecoderBlock(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         attended = merge_heads(attention(q, k, v, None, 0.0, False))  # the newest position sees all earlier ones
         x = x + self.self_out(attended).reshape(x.shape)
-        query = split_heads(self.cross_query(self.cross_norm(x)).reshape(batch, beams, width), self.heads)
-        attended = merge_heads(attention(query, *memory_kv, memory_attend, 0.0, False))
-        x = x + self.cross_out(attended).reshape(x.shape)
-        return x + self.ffn(self.ffn_norm(x)), (k, v)
+        return self._cross_and_feed_forward(x, memory_kv, memory_attend), (k, v)
 
 
 @dataclass

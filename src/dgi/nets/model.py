@@ -144,7 +144,8 @@ class DGIModel(nn.Module):
         return [self.heads(hidden[:, j], j, self.quantizer.codebooks) for j in range(hidden.shape[1])]
 
     def step_log_probs(self, context: Context, prefix: Tensor, memory: DecoderMemory | None = None) -> Tensor:
-        """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook.
+        """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook,
+        the whole prefix through the decoder: the plain reference `IncrementalSteps` is tested against.
 
         `memory` (`decoder.memory(context.memory, context.padding)`) saves recomputing the context's
         cross-attention keys/values at every step."""

@@ -102,8 +102,8 @@ class Trainer:
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
         self.history_lengths = (self.train_batches[1] >= 0).sum(dim=1)
         self.buckets = popularity_buckets(corpus.popularity)
-        self.ntp_item_weights = _popularity_weights(corpus.popularity, self.train_batches[0],
-                                                    config.loss.ntp_popularity_power)
+        weights = _popularity_weights(corpus.popularity, self.train_batches[0], config.loss.ntp_popularity_power)
+        self.ntp_item_weights = weights.to(self.device) if weights is not None else None
         self.train_stats: dict[str, LevelStats] = {}  # this epoch's teacher-forced NTP, per level and bucket
         self.context_cache: ContextCache | None = None  # the decoder phase's frozen contexts
         self.total_steps = sum(phase.epochs * self._steps_per_epoch(phase.name) for phase in self.phases
@@ -245,7 +245,7 @@ class Trainer:
                                 self.group.gather if self.group.distributed else None)
 
     def _ntp_weights(self, batch: Batch) -> Tensor | None:
-        return self.ntp_item_weights.to(self.device)[batch.targets] if self.ntp_item_weights is not None else None
+        return self.ntp_item_weights[batch.targets] if self.ntp_item_weights is not None else None
 
     @property
     def tau(self) -> float:
