@@ -78,3 +78,23 @@ def test_the_same_seed_twice_gives_identical_metrics(tiny_config, tiny_corpus, t
 
     again = pipeline.train(tiny_config, tmp_path / "again", tiny_corpus, progress=False)
     assert _outcome(again) == _outcome(RunDirectory(trained_run))
+
+
+def test_a_resumed_run_takes_rates_and_weight_decay_from_its_config_not_the_checkpoint(trained_run, tiny_config,
+                                                                                      tiny_corpus, tmp_path):
+    """A variant that copies a run and edits its config (benchmarks/decoder_experiments.py) must train with
+    the edited optimizer settings: the optimizer state restored from the checkpoint keeps its moments only."""
+    import shutil
+
+    from dgi.training.run import RunDirectory
+
+    copy = tmp_path / "variant"
+    shutil.copytree(trained_run, copy)
+    config = tiny_config.model_copy(deep=True)
+    config.train.weight_decay, config.train.lr = 0.3, 5e-3
+    trainer = train.Trainer(config, tiny_corpus, RunDirectory(copy), progress=False)
+    trainer.resume()
+    decay, no_decay, _quantizer = trainer.optimizer.param_groups[:3]
+    assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
+    assert decay["base_lr"] == no_decay["base_lr"] == 5e-3
+    assert trainer.optimizer.state  # the moments were restored

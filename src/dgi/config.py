@@ -33,6 +33,10 @@ class EncoderConfig(Section):
                        "'all-MiniLM-L6-v2' loads the packaged offline copy")
     batch_size: int = Field(256, ge=1)
     cache_dir: Path | None = Field(None, description="embedding cache; default ~/.cache/dgi/embeddings")
+    max_length: int = Field(32, ge=4, description="model.text_encoder=trainable: tokens kept per text "
+                            "(bounds the backbone's cost per step)")
+    gradient_checkpointing: bool = Field(True, description="model.text_encoder=trainable: recompute each "
+                                         "backbone layer's activations in the backward pass instead of keeping them")
 
 
 class ModelConfig(Section):
@@ -51,6 +55,10 @@ class ModelConfig(Section):
     decoder_inputs: Literal["residual", "codewords"] = Field(
         "residual", description="what the decoder reads at step j: the context vector minus the "
         "codewords chosen so far (starts at the quantized dense solution) or the codewords")
+    text_encoder: Literal["frozen", "trainable"] = Field(
+        "frozen", description="frozen: fixed cached embeddings of encoder.model; trainable: encoder.model is "
+        "fine-tuned with the rest (the step's target item and query texts get gradients; history items and "
+        "sampled negatives read embeddings refreshed after every epoch)")
     geometry: Literal["cosine", "dot"] = Field(
         "cosine", description="cosine: unit-length item and context vectors, logits scaled by the InfoNCE "
         "temperature (DGI); dot: unnormalized vectors and raw dot products — the classic dual encoder "
@@ -117,6 +125,9 @@ class TrainConfig(Section):
     patience: int | None = Field(None, ge=1, description="end the joint or decoder phase after this many "
                                  "epochs without a better validation score (None: run every epoch)")
     lr: float = Field(1e-3, gt=0)
+    backbone_lr: float = Field(2e-5, gt=0, description="peak learning rate of a trainable text encoder")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="at most this many batches an epoch (a "
+                                            "random subset of the shuffled batches): epochs of a fixed cost")
     quantizer_lr: float = Field(5e-4, gt=0, description="the paper's 5e-4; higher rates let the tied "
                                 "next-token gradient collapse the codebooks (measured: 89% collisions at 5e-3)")
     weight_decay: float = Field(0.01, ge=0)

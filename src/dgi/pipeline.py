@@ -142,19 +142,27 @@ def load_trained(run: RunDirectory, corpus: EncodedCorpus | None = None, device:
 
     `device` defaults to CPU: serving does not need the accelerator a run may have trained on.
     """
+    return _load_trained(run, corpus, device)[0]
+
+
+def _load_trained(run: RunDirectory, corpus: EncodedCorpus | None, device: str | None) -> tuple[Retriever, EncodedCorpus]:
+    """`load_trained`, and the corpus as the model embeds it: re-embedded by a fine-tuned text backbone."""
     config = run.config()
     if not run.best_file.exists():
         raise FileNotFoundError(f"{run.path} has no trained model yet (model.safetensors)")
     corpus = corpus or prepare_corpus(config)
     model = build_model(config, corpus)
     RunDirectory.load_weights(run.best_file, model)
+    encoder = model.text_backbone or text_encoder(config)
+    if model.text_backbone is not None:
+        corpus = corpus.encoded_with(model.text_backbone)
     target = resolve_device(device or "cpu")
     index = SIDIndex.load(run.index_file) if run.index_file.exists() else None
     texts = [item.text for item in corpus.dataset.items]
     model = model.to(target).eval()
     with torch.no_grad():
         vectors = model.catalog_vectors(corpus.item_embeddings.to(target))
-    return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, text_encoder(config))
+    return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, encoder), corpus
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
@@ -178,7 +186,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     corpus = corpus or prepare_corpus(config)
     if split not in corpus.splits or not len(corpus.splits[split].targets):
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
-    retriever = load_trained(run, corpus, device)
+    retriever, corpus = _load_trained(run, corpus, device)
     with torch.no_grad():
         report, rankings = evaluate(retriever, corpus, split, limit=limit, depth=trec_depth)
     runs = filled_rankings(rankings)

