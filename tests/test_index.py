@@ -120,7 +120,7 @@ def test_save_load_roundtrip(index: SIDIndex, tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["sids.safetensors"]  # no temp file left behind
     assert torch.equal(load_file(path)["codes"], CODES)
     loaded = SIDIndex.load(path)
-    assert loaded.codebook_sizes == SIZES and torch.equal(loaded.codes, CODES)
+    assert loaded.codebook_sizes == SIZES and torch.equal(loaded.codes.long(), CODES)
     assert loaded.collision_stats() == index.collision_stats()
     index.add_items(torch.tensor([[2, 2, 2]]))
     index.save(path)  # overwrite in place

@@ -174,7 +174,7 @@ def test_frozen_untied_dot_ablation_trains_and_evaluates(tiny_config, tiny_corpu
     report = pipeline.evaluate_run(run.path, "valid", corpus=tiny_corpus, limit=100)
     assert np.isfinite(report["methods"]["generative/lexicographic"]["overall"]["hit@10"])
     retriever = load_retriever(run.path)
-    assert torch.equal(retriever.index.codes, retriever.model.frozen_codes)
+    assert torch.equal(retriever.index.codes.long(), retriever.model.frozen_codes)
 
 
 def test_cli_synth_eval_and_search(trained_run, tmp_path, tiny_corpus):

@@ -155,6 +155,9 @@ class SearchConfig(Section):
     fusion_weight: float = 1.0
     rerank_beam_size: int = Field(50, ge=1)
     batch_size: int = Field(256, ge=1)
+    item_vectors: Literal["float32", "float16"] = Field(
+        "float32", description="how search holds the item vectors: float16 halves the memory a large "
+        "catalogue needs (a model directory stores them in float16 anyway); scores are computed in float32")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="the decoder's steps in beam search: bf16 autocast is about 1.5x faster batched on a "
         "CPU with AVX512-BF16 (auto: where native) but may reorder near-tied beams; log-probs stay fp32")

@@ -41,7 +41,7 @@ class Retriever:
                  item_texts: Sequence[str], search: SearchConfig, encoder: TextEncoder | None = None) -> None:
         self.model = model.eval()
         self.index = index
-        self.item_vectors = item_vectors
+        self.item_vectors = item_vectors.to(getattr(torch, search.item_vectors))
         self.item_ids = list(item_ids)
         self.item_texts = list(item_texts)
         self.search_config = search
@@ -140,9 +140,20 @@ class Retriever:
         return self.dense_from_context(self.context(history, query_embeddings, has_query), k)
 
     @torch.no_grad()
-    def dense_from_context(self, context: Context, k: int) -> tuple[Tensor, Tensor]:
-        scores, items = (context.vector @ self.item_vectors.T).topk(min(k, len(self.item_vectors)), dim=1)
-        return items.cpu(), scores.cpu()
+    def dense_from_context(self, context: Context, k: int, chunk: int = 1 << 16) -> tuple[Tensor, Tensor]:
+        """Exact top k by cosine, over `chunk` items at a time: the score matrix of a batch never spans a
+        large catalogue, and float16 item vectors are widened to float32 one chunk at a time."""
+        k = min(k, len(self.item_vectors))
+        best_scores, best_items = [], []
+        for start in range(0, len(self.item_vectors), chunk):
+            part = self.item_vectors[start:start + chunk].to(context.vector.dtype)
+            scores, items = (context.vector @ part.T).topk(min(k, len(part)), dim=1)
+            best_scores.append(scores)
+            best_items.append(items + start)
+        if len(best_scores) == 1:
+            return best_items[0].cpu(), best_scores[0].cpu()
+        scores, columns = torch.cat(best_scores, dim=1).topk(k, dim=1)
+        return torch.cat(best_items, dim=1).gather(1, columns).cpu(), scores.cpu()
 
     @torch.no_grad()
     def teacher_forced(self, context: Context, codes: Tensor) -> tuple[Tensor, Tensor]:
@@ -220,7 +231,7 @@ class Retriever:
             vectors = self.model.item_vectors(embeddings)
             if self.index is not None:
                 self.index.add_items(self.model.quantizer.encode(vectors).cpu())
-        self.item_vectors = torch.cat([self.item_vectors, vectors])
+        self.item_vectors = torch.cat([self.item_vectors, vectors.to(self.item_vectors.dtype)])
         self._cpu_item_vectors = self.item_vectors.cpu()
         for item in items:
             self._position[item.id] = len(self.item_ids)

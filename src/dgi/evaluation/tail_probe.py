@@ -33,7 +33,7 @@ def probe_tail(retriever: Retriever, corpus: EncodedCorpus, split: str, temperat
     `temperature`: the InfoNCE temperature of a cosine model, None for raw dot-product logits.
     """
     users = context_vectors(retriever, corpus, split)
-    items = retriever.item_vectors.cpu()
+    items = retriever.item_vectors.cpu().float()
     unit_items, unit_users = F.normalize(items, dim=-1), F.normalize(users, dim=-1)
     targets = torch.as_tensor(corpus.splits[split].targets)
     target_ranks, cosine_spread = [], []

@@ -118,7 +118,10 @@ class DGIModel(nn.Module):
         mask = history >= 0
         length = int(mask.sum(dim=1).max()) if len(history) else 0
         history, mask = history[:, history.shape[1] - length:], mask[:, history.shape[1] - length:]
-        history_vectors = item_vectors[history.clamp(min=0)] * mask[..., None]
+        history_vectors = item_vectors[history.clamp(min=0)]
+        if history_vectors.dtype == torch.float16:  # a retriever's half-precision catalogue
+            history_vectors = history_vectors.float()
+        history_vectors = history_vectors * mask[..., None]
         if query_embeddings is None:
             query = history_vectors.new_zeros(len(history), history_vectors.shape[-1])
         else:

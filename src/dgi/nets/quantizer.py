@@ -67,6 +67,7 @@ class ResidualQuantizer(nn.Module):
         """[..., j] codes -> [..., j, d] codeword vectors (j may be 0)."""
         if codes.shape[-1] == 0:
             return self.codebooks[0].new_zeros(*codes.shape, self.codebooks[0].shape[1])
+        codes = codes.long()  # an index keeps its codes in a small integer type
         return torch.stack([self.codebooks[j][codes[..., j]] for j in range(codes.shape[-1])], dim=-2)
 
     @torch.no_grad()

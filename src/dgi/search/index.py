@@ -1,9 +1,11 @@
 """The SID table: which Semantic IDs exist, which items share them, and which prefixes are valid.
 
-Every structure is a sorted int64 tensor of mixed-radix keys. The children of a prefix with key p
-are exactly the keys in [p * K, (p + 1) * K) one level down, and the items of a SID with key s sit
-in [s, s + 1) of the sorted item keys, so every lookup is two ``torch.searchsorted`` calls per
-query row (never one per candidate code, never a scan over all items) plus a CSR expansion.
+Every lookup structure is a sorted int64 tensor of mixed-radix keys; codes and item ids are kept in
+the smallest integer type that holds them (memory per item is what a large catalogue pays). The
+children of a prefix with key p are exactly the keys in [p * K, (p + 1) * K) one level down, and the
+items of a SID with key s sit in [s, s + 1) of the sorted item keys, so every lookup is two
+``torch.searchsorted`` calls per query row (never one per candidate code, never a scan over all
+items) plus a CSR expansion.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class SIDIndex:
         keys = self._keys(self._clamped(codes))
         starts, counts = _ranges(self._sorted_keys, keys, keys + 1)
         slots, offsets = _csr(starts, counts * _in_range(codes, self._sizes))
-        return self._bucket_items.index_select(0, slots), offsets
+        return self._bucket_items.index_select(0, slots).long(), offsets
 
     # ---------------------------------------------------------------- growth and statistics
 
@@ -152,7 +154,7 @@ class SIDIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write safetensors atomically, sizes in the metadata."""
-        save_tensors(path, {"codes": self.codes}, metadata={"codebook_sizes": json.dumps(list(self.codebook_sizes))})
+        save_tensors(path, {"codes": self.codes.long()}, metadata={"codebook_sizes": json.dumps(list(self.codebook_sizes))})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SIDIndex:
@@ -176,7 +178,8 @@ class SIDIndex:
         ids (ascending inside a bucket: stable sort); ``_prefix_keys[j]`` holds the sorted distinct
         keys of all length-j prefixes (j = 0..m).
         """
-        self._sorted_keys, self._bucket_items = torch.sort(self._keys(self.codes), stable=True)
+        self._sorted_keys, bucket_items = torch.sort(self._keys(self.codes), stable=True)
+        self._bucket_items = bucket_items.to(torch.int32 if self.n_items < 2**31 else torch.int64)
         self._prefix_keys = [torch.unique_consecutive(self._sorted_keys)]
         for size in reversed(self.codebook_sizes):
             # Floor division by the last radix keeps keys sorted, so unique_consecutive suffices.
@@ -186,7 +189,7 @@ class SIDIndex:
         """Mixed-radix keys of in-range codes [..., j]."""
         keys = torch.zeros(codes.shape[:-1], dtype=torch.long)
         for level in range(codes.shape[-1]):
-            keys = keys * self.codebook_sizes[level] + codes[..., level]
+            keys = keys * self.codebook_sizes[level] + codes[..., level].long()
         return keys
 
     def _as_codes(self, codes: torch.Tensor, full: bool = False) -> torch.Tensor:
@@ -223,7 +226,13 @@ def _item_codes(codes: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
     if codes.is_floating_point() or codes.is_complex() or codes.dim() != 2 or codes.shape[1] != len(sizes):
         raise ValueError(f"item codes must be an integer [n_items, {len(sizes)}] tensor, "
                          f"got {codes.dtype} {tuple(codes.shape)}")
-    return _require_in_range(codes.long(), sizes)
+    return _require_in_range(codes.long(), sizes).to(code_dtype(sizes.tolist()))
+
+
+def code_dtype(codebook_sizes: Sequence[int]) -> torch.dtype:
+    """The smallest signed integer type that holds every code: 6 bytes an item for 3 levels of 256, not 24."""
+    largest = max(codebook_sizes, default=1) - 1
+    return torch.int16 if largest <= 32767 else torch.int32 if largest <= 2**31 - 1 else torch.int64
 
 
 def _ranges(table: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -85,7 +85,7 @@ def validation_report(retriever: Retriever, corpus: EncodedCorpus, split: str, l
             items = retriever.generate_from_context(context, k).items
             ranked[f"generative/{config.rule}"][rows, : items.shape[1]] = items.numpy()
             continue
-        target_codes = retriever.index.codes[torch.from_numpy(targets[rows])]
+        target_codes = retriever.index.codes[torch.from_numpy(targets[rows])].long()
         beams = retriever.beams(context, config.beam_size)
         wide = retriever.beams(context, config.rerank_beam_size)
         for rule, rule_beams in (("lexicographic", beams), ("fused", beams), ("rerank", wide)):
