@@ -203,12 +203,13 @@ def test_a_step_with_the_precomputed_decoder_memory_equals_one_without():
         assert torch.equal(model.step_log_probs(context, prefix, memory), model.step_log_probs(context, prefix))
 
 
-@pytest.mark.parametrize("inputs", ["residual", "codewords"])
-def test_incremental_beam_steps_equal_full_steps_through_a_search(inputs):
+@pytest.mark.parametrize("inputs,target", [("residual", "codeword"), ("codewords", "codeword"), ("residual", "prefix")])
+def test_incremental_beam_steps_equal_full_steps_through_a_search(inputs, target):
     from dgi.search.beam import beam_search
     from dgi.search.index import SIDIndex
 
-    model, items = make_model(f"model.decoder_inputs={inputs}", "model.decoder_layers=2")
+    model, items = make_model(f"model.decoder_inputs={inputs}", "model.decoder_layers=2",
+                              f"quantizer.head_target={target}")
     for block in model.decoder.blocks:  # zero-initialised branches would make every block the identity
         for parameter in block.parameters():
             torch.nn.init.normal_(parameter, std=0.3)
@@ -223,3 +224,31 @@ def test_incremental_beam_steps_equal_full_steps_through_a_search(inputs):
         fast = beam_search(model.incremental_steps(context, memory), 6, index, 5)
     assert torch.equal(full.codes, fast.codes)
     assert torch.allclose(full.scores, fast.scores, atol=1e-5)
+
+
+def test_prefix_heads_of_a_fresh_decoder_score_each_partial_sid_by_the_contexts_cosine_to_it():
+    """quantizer.head_target=prefix with residual inputs and zero-initialised blocks: the level-j logit of
+    code k is gamma * cos(context, codewords chosen so far + codeword k), the dense path's geometry."""
+    import torch.nn.functional as F
+
+    model, items = make_model("quantizer.head_target=prefix")
+    model.eval()
+    queries = F.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    batch = random_batch(5)
+    with torch.no_grad():
+        context = model.batch_context(batch, items, queries)
+        codes = torch.randint(0, 8, (5, 3))
+        logits = model.level_logits(context, model.quantizer.codewords(codes))
+        chosen = torch.zeros(5, 16)
+        for level, codebook in enumerate(model.quantizer.codebooks):
+            points = chosen[:, None, :] + codebook[None]  # [B, K, d]: every extension of the prefix
+            expected = model.heads.scales[level]() * F.cosine_similarity(context.vector[:, None], points, dim=-1)
+            assert torch.allclose(logits[level], expected, atol=1e-4)
+            chosen = chosen + codebook[codes[:, level]]
+
+
+def test_prefix_heads_need_tied_cosine_heads():
+    from dgi.config import ConfigError
+
+    with pytest.raises(ConfigError, match="head_target=prefix"):
+        load_config([], ["quantizer.head_target=prefix", "quantizer.heads=untied"])

@@ -77,6 +77,11 @@ class QuantizerConfig(Section):
     gradient: Literal["gumbel", "ste", "frozen"] = "gumbel"
     heads: Literal["tied", "untied"] = "tied"
     logits: Literal["cosine", "dot"] = "cosine"
+    head_target: Literal["codeword", "prefix"] = Field(
+        "codeword", description="what a tied head's level-j logit compares: codeword k with the decoder state "
+        "(codeword), or the point the extended prefix names in item space, the sum of its codewords, with the "
+        "decoder state plus the sum so far (prefix): a fresh decoder then scores each partial SID by the "
+        "context's cosine to it, the dense path's own geometry, instead of re-quantizing a noisy residual")
     gamma_init: float = Field(30.0, gt=0)
     tau_start: float = Field(1.0, gt=0)
     tau_end: float = Field(0.1, gt=0)
@@ -89,6 +94,8 @@ class QuantizerConfig(Section):
                 raise ValueError(f"codebook_sizes has {len(self.codebook_sizes)} entries, levels={self.levels}")
             if min(self.codebook_sizes) < 2:
                 raise ValueError("every codebook needs at least 2 codes")
+        if self.head_target == "prefix" and (self.heads != "tied" or self.logits != "cosine"):
+            raise ValueError("quantizer.head_target=prefix sums codebook rows: it needs heads=tied, logits=cosine")
         return self
 
 

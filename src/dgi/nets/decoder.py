@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from dgi.nets.geometry import Geometry, LearnableScale, similarity_logits
+from dgi.nets.geometry import Geometry, LearnableScale, prefix_logits, similarity_logits
 from dgi.nets.layers import FeedForward, attention, dropout, merge_heads, split_heads, zero_
 
 
@@ -123,10 +123,11 @@ class CodeHeads(nn.Module):
     """Level-j classifier. Tied: the weight IS codebook j (no separate lm_head); untied: own weights."""
 
     def __init__(self, codebook_sizes: list[int], width: int, sharing: Literal["tied", "untied"],
-                 geometry: Geometry, gamma_init: float) -> None:
+                 geometry: Geometry, gamma_init: float, target: Literal["codeword", "prefix"] = "codeword") -> None:
         super().__init__()
         self.sharing = sharing
         self.geometry = geometry
+        self.target = target
         self.own = nn.ParameterList(nn.Parameter(torch.randn(k, width) * width**-0.5) for k in codebook_sizes) \
             if sharing == "untied" else None
         self.scales = nn.ModuleList(LearnableScale(gamma_init) for _ in codebook_sizes) if geometry == "cosine" else None
@@ -134,6 +135,10 @@ class CodeHeads(nn.Module):
     def weight(self, level: int, codebooks: nn.ParameterList) -> Tensor:
         return codebooks[level] if self.own is None else self.own[level]
 
-    def forward(self, hidden: Tensor, level: int, codebooks: nn.ParameterList) -> Tensor:
+    def forward(self, hidden: Tensor, level: int, codebooks: nn.ParameterList, prefix: Tensor | None = None) -> Tensor:
+        """Level-`level` logits of decoder states `hidden` [..., d]; `prefix` [..., d] is the sum of the
+        codewords chosen before this level (what a "prefix" head extends; zeros at level 0)."""
         scale = self.scales[level]() if self.scales is not None else None
+        if self.target == "prefix":
+            return prefix_logits(hidden + prefix, prefix, codebooks[level], scale)
         return similarity_logits(hidden, self.weight(level, codebooks), self.geometry, scale)

@@ -39,6 +39,19 @@ def similarity_logits(hidden: Tensor, weight: Tensor, geometry: Geometry, scale:
 
 
 @full_precision
+def prefix_logits(query: Tensor, prefix: Tensor, codebook: Tensor, scale: Tensor) -> Tensor:
+    """scale * cos(query, prefix + codebook[k]) for every k: `query`, `prefix` [..., d], `codebook` [K, d].
+
+    Expanded as (<q, p> + <q, c_k>) / |p + c_k| with |p + c_k|^2 = |p|^2 + 2 <p, c_k> + |c_k|^2, so it
+    costs two products with the codebook and never forms the [..., K, d] candidate points.
+    """
+    unit = F.normalize(query, dim=-1)
+    along = (unit * prefix).sum(-1, keepdim=True) + unit @ codebook.T
+    squared = prefix.square().sum(-1, keepdim=True) + 2 * prefix @ codebook.T + codebook.square().sum(-1)
+    return scale * along / squared.clamp_min(1e-12).sqrt()
+
+
+@full_precision
 def assignment_logits(residual: Tensor, codebook: Tensor, geometry: Geometry, scale: Tensor | None = None) -> Tensor:
     """Quantizer code scores: scaled cosine, or (unnormalized geometry) negative squared distance as in VQ."""
     if geometry == "cosine":

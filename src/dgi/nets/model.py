@@ -65,7 +65,7 @@ class DGIModel(nn.Module):
         self.quantizer = ResidualQuantizer(codebook_sizes, m.width, q.logits, q.gamma_init)
         self.decoder = SIDDecoder(m.width, m.decoder_layers, m.attention_heads, m.ffn_multiplier, m.dropout,
                                   len(codebook_sizes))
-        self.heads = CodeHeads(codebook_sizes, m.width, q.heads, q.logits, q.gamma_init)
+        self.heads = CodeHeads(codebook_sizes, m.width, q.heads, q.logits, q.gamma_init, q.head_target)
         # Filled when a frozen (two-stage) quantizer fixes the codes; saved with the weights.
         self.register_buffer("frozen_codes", torch.zeros(0, len(codebook_sizes), dtype=torch.long))
 
@@ -148,7 +148,8 @@ class DGIModel(nn.Module):
         """Teacher-forced logits of every level given the m code vectors [B, m, d]."""
         inputs = self.decoder_inputs(context.vector, vectors[:, :-1])
         hidden = self.decoder(inputs[:, None], context.memory, context.padding)[:, 0]
-        return [self.heads(hidden[:, j], j, self.quantizer.codebooks) for j in range(hidden.shape[1])]
+        prefixes = torch.cat([torch.zeros_like(vectors[:, :1]), vectors[:, :-1].cumsum(dim=1)], dim=1)
+        return [self.heads(hidden[:, j], j, self.quantizer.codebooks, prefixes[:, j]) for j in range(hidden.shape[1])]
 
     def step_log_probs(self, context: Context, prefix: Tensor, memory: DecoderMemory | None = None) -> Tensor:
         """Beam-search step: prefix codes [B, W, j] -> log-probs [B, W, K_{j+1}] over the full codebook,
@@ -161,7 +162,8 @@ class DGIModel(nn.Module):
         inputs = self.decoder_inputs(context.vector.repeat_interleave(beams, dim=0), vectors)
         hidden = self.decoder(inputs.reshape(batch, beams, depth + 1, -1),
                               memory if memory is not None else self.decoder.memory(context.memory, context.padding))
-        return F.log_softmax(self.heads(hidden[:, :, -1], depth, self.quantizer.codebooks), dim=-1)
+        prefix = vectors.sum(dim=1).reshape(batch, beams, -1)
+        return F.log_softmax(self.heads(hidden[:, :, -1], depth, self.quantizer.codebooks, prefix), dim=-1)
 
     def incremental_steps(self, context: Context, memory: DecoderMemory) -> IncrementalSteps:
         """A beam-search step function equal to `step_log_probs` that computes only each beam's newest position."""
@@ -315,4 +317,5 @@ class IncrementalSteps:
                           for t in cache) for cache in self.past]
         hidden, self.past = model.decoder.step(newest.reshape(batch, beams, 1, -1), depth, self.memory, past)
         self.previous = prefix
-        return F.log_softmax(model.heads(hidden[:, :, 0], depth, model.quantizer.codebooks), dim=-1)
+        chosen = vectors.sum(dim=1).reshape(batch, beams, -1)  # the codewords of the prefix, summed
+        return F.log_softmax(model.heads(hidden[:, :, 0], depth, model.quantizer.codebooks, chosen), dim=-1)
