@@ -9,8 +9,9 @@ bytes_per_item. A Beauty-sized DGI model (configs/amazon-beauty.yaml: width 128,
 synthetic catalogue of 128-d unit item vectors; each item's SID is its residual-k-means code. Every
 query is a history of 5 items. For each size and method: batch-1 p50 / p99 latency (ms), batched
 throughput at 256 queries per call (q/s), index build seconds, resident bytes per item of what the
-search holds (RSS growth while it is built), and recall@10 against the exact top 10 of the dense path
-(so a fast answer that is wrong shows). Every time includes encoding the context (the context encoder
+search holds (RSS growth from the input catalogue to the built index and retriever, after garbage
+collection and malloc_trim; DGI holds its item vectors in float16 unless `--item-vectors float32`),
+and recall@10 against the exact float32 top 10 of the dense path (so a fast answer that is wrong shows). Every time includes encoding the context (the context encoder
 runs for FAISS too, which then searches z_q). One torch / FAISS thread unless `--threads`. Where
 bf16 is native (AVX512-BF16 / AMX, or CUDA) `dgi_lexicographic_bf16` runs the decoder steps under bf16
 autocast (`search.precision=bf16`). The figure (FILE.png beside the JSON) plots latency, throughput
@@ -20,6 +21,7 @@ and recall against the size.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import shlex
@@ -76,13 +78,24 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(e)) / len(e) for f, e in zip(found, exact)]))
 
 
+def released_resident_bytes() -> int:
+    """Resident memory once garbage is collected and the C allocator has returned its free pages: what
+    the process holds, not what building it left in malloc's free lists (glibc's malloc_trim)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the number then includes free lists
+        pass
+    return resident_bytes()
+
+
 def measure_size(n: int, args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(n)
-    config = load_config([CONFIG], ["search.rule=lexicographic"])
+    config = load_config([CONFIG], ["search.rule=lexicographic", f"search.item_vectors={args.item_vectors}"])
     torch.manual_seed(0)
     model = DGIModel(config, config.model.width, config.quantizer.codebook_sizes, 0).eval()
-    before = resident_bytes()
-    vectors = clustered_catalogue(n, config.model.width, generator)
+    vectors = clustered_catalogue(n, config.model.width, generator)  # the input (float32), not what search holds
+    before = released_resident_bytes()
     device = torch.device(args.device)
     started = time.perf_counter()
     model.quantizer.kmeans_init(vectors, args.kmeans_iterations, seed=0)
@@ -92,10 +105,13 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
     retriever = Retriever(model.to(device), index, vectors.to(device), [str(i) for i in range(n)], [""] * n,
                           config.search)
     dgi_build = time.perf_counter() - started
-    gc.collect()
-    dgi_bytes = (resident_bytes() - before) / n
-    held = [retriever.item_vectors, *(t for t in vars(index).values() if isinstance(t, torch.Tensor))]
+    del codes
+    dgi_bytes = (released_resident_bytes() - before) / n
+    held = [retriever.item_vectors, *(t for value in vars(index).values()
+                                      for t in (value if isinstance(value, list) else [value]) if isinstance(t, torch.Tensor))]
     tensor_bytes = sum(t.numel() * t.element_size() for t in held) / n
+    exact_search = Retriever(retriever.model, index, vectors.to(device), retriever.item_ids, retriever.item_texts,
+                             config.search.model_copy(update={"item_vectors": "float32"}))
     unique_share = index.collision_stats()["unique_share"]
 
     histories = torch.randint(n, (args.queries, HISTORY), generator=generator)
@@ -107,8 +123,8 @@ def measure_size(n: int, args: argparse.Namespace) -> dict:
         with torch.no_grad():
             return retriever.context(rows, None, torch.zeros(len(rows), dtype=torch.bool)).vector.cpu().numpy()
 
-    with torch.no_grad():
-        exact = retriever.dense(padded, None, no_query, K)[0].cpu().numpy()
+    with torch.no_grad():  # the float32 dense path: what every method's recall is measured against
+        exact = exact_search.dense(padded, None, no_query, K)[0].cpu().numpy()
     methods: dict[str, dict] = {}
     runs = {
         "dgi_lexicographic": lambda rows: retriever.generate(rows, None, torch.zeros(len(rows), dtype=torch.bool), K,
@@ -166,6 +182,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where DGI runs (FAISS runs on the CPU)")
     parser.add_argument("--build-threads", type=int, default=2, help="FAISS threads while building an index")
     parser.add_argument("--kmeans-iterations", type=int, default=10)
+    parser.add_argument("--item-vectors", choices=["float16", "float32"], default="float16",
+                        help="how DGI's retriever holds the item vectors (search.item_vectors)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,7 +197,7 @@ def main() -> None:
     args.out.with_suffix(".png").write_bytes(scale_png(by_size))
     write_json(args.out, {**results, "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
                           "git_commit": git_commit(), "machine": {**machine(), "load_average_1min_before": load_before},
-                          "threads": args.threads, "device": args.device, "history_items": HISTORY, "k": K,
+                          "threads": args.threads, "device": args.device, "item_vectors": args.item_vectors, "history_items": HISTORY, "k": K,
                           "batch": BATCH})
 
 
