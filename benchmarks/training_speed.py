@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--label", required=True, help="e.g. before / after")
     parser.add_argument("--steps", type=int, default=120, help="timed steps per phase (0 = whole epochs)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--phases", default="dense,joint,decoder", help="the phases timed, in this order")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -86,7 +87,7 @@ def main() -> None:
     corpus = prepare_corpus(config)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, corpus, RunDirectory(Path(run_dir)), progress=False)
-        phases = {phase: time_phase(trainer, phase, args.steps) for phase in ("dense", "joint", "decoder")}
+        phases = {phase: time_phase(trainer, phase, args.steps) for phase in args.phases.split(",")}
         validation = time_validation(trainer)
     result = {
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),

@@ -23,9 +23,9 @@ class TrainableText:
     @classmethod
     def of(cls, backbone: TextBackbone, corpus: EncodedCorpus) -> TrainableText:
         items = corpus.dataset.items
-        if any(item.embedding is not None for item in items) or not all(item.text for item in items):
-            raise ValueError("model.text_encoder=trainable fine-tunes on item texts: every item needs a text "
-                             "(this dataset gives items embeddings or empty texts)")
+        if any(item.embedding is not None for item in items):
+            raise ValueError("model.text_encoder=trainable fine-tunes on item texts: this dataset gives its items "
+                             "embeddings instead")
         if len(corpus.query_texts) != len(corpus.query_embeddings):
             raise ValueError("the corpus lacks its query texts (EncodedCorpus.query_texts): encode it again")
         return cls(backbone.tokenize([item.text for item in items]), backbone.tokenize(corpus.query_texts))
