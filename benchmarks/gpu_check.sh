@@ -30,7 +30,7 @@ started=$(date +%s)
 if [ "$dry" = 1 ]; then
   device=cpu; steps=5; sizes=2000; queries=256; repeats=20
   "$py" -m dgi data synth --out "$work/data" --items 300 --examples 2000 > /dev/null
-  backbone=(--steps 2 --phases dense --set train.batch_size=16)
+  backbone=(--steps 1 --phases dense --set train.batch_size=8 --set train.eval_examples=50)
   small=(--set model.width=32 --set model.context_layers=1 --set model.decoder_layers=1 --set model.attention_heads=2
          --set quantizer.codebook_sizes=[16,16,16] --set train.batch_size=64 --set train.eval_examples=200
          --set loss.sampled_negatives=64 --set train.precision=auto)
