@@ -153,9 +153,10 @@ def _load_trained(run: RunDirectory, corpus: EncodedCorpus | None, device: str |
     corpus = corpus or prepare_corpus(config)
     model = build_model(config, corpus)
     RunDirectory.load_weights(run.best_file, model)
-    encoder = model.text_backbone or text_encoder(config)
-    if model.text_backbone is not None:
-        corpus = corpus.encoded_with(model.text_backbone)
+    encoder = text_encoder(config)
+    if model.text_backbone is not None:  # the fine-tuned backbone embeds the corpus and new queries
+        encoder = model.text_backbone
+        corpus = corpus.encoded_with(encoder)
     target = resolve_device(device or "cpu")
     index = SIDIndex.load(run.index_file) if run.index_file.exists() else None
     texts = [item.text for item in corpus.dataset.items]

@@ -87,8 +87,10 @@ class Retriever:
         model.load_weights(files.weights)
         index = None if files.codes is None else SIDIndex.build(files.codes, files.codebook_sizes)
         # a fine-tuned backbone is part of the weights; a frozen encoder is named by the manifest
-        text = CheckedEncoder(encoder or model.text_backbone or SentenceTransformerEncoder(files.encoder.name),
-                              files.encoder, Path(path))
+        if encoder is None:
+            encoder = model.text_backbone if model.text_backbone is not None \
+                else SentenceTransformerEncoder(files.encoder.name)
+        text = CheckedEncoder(encoder, files.encoder, Path(path))
         vectors = files.item_vectors.to(device)
         if files.config.model.geometry == "cosine":  # unit norm again after the fp16 round trip
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
