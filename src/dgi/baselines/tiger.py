@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from dgi.baselines.rqvae import RQVAE, disambiguate, train_rqvae
 from dgi.data.corpus import EncodedCorpus
-from dgi.nets.decoder import DecoderBlock
+from dgi.baselines.tiger_nets import NETWORKS, TigerSeq2Seq
 from dgi.evaluation.evaluate import relevance
 from dgi.search.index import SIDIndex
 from dgi.methods.base import MethodDetails, SavedState
@@ -38,71 +38,7 @@ from dgi.search.beam import Beams, beam_search
 
 _TIGER_PARAMS = ("rq_epochs", "epochs", "width", "layers", "heads", "beam_size", "batch_size", "lr", "seed",
                  "eval_examples", "latent_dim", "rq_hidden", "rq_levels", "rq_codebook_size", "rq_batch_size", "rq_lr",
-                 "rq_beta", "kmeans_iterations", "dropout", "weight_decay", "warmup_steps", "ffn_multiplier")
-
-
-class TigerSeq2Seq(nn.Module):
-    """History (and query) -> encoder memory; decoder over SID prefixes -> per-level logits."""
-
-    def __init__(self, codebook_sizes: list[int], text_dim: int, width: int, layers: int, heads: int,
-                 max_history: int, dropout: float, ffn_multiplier: int = 4) -> None:
-        super().__init__()
-        self.codebook_sizes = list(codebook_sizes)
-        levels = len(codebook_sizes)
-        std = 0.02
-        self.code_embeddings = nn.ModuleList(nn.Embedding(size, width) for size in codebook_sizes)
-        self.level_embedding = nn.Parameter(torch.randn(levels, width) * std)
-        self.position_embedding = nn.Parameter(torch.randn(max(max_history, 1), width) * std)  # 0 = most recent
-        self.query_projection = nn.Linear(text_dim, width)
-        self.no_query = nn.Parameter(torch.randn(width) * std)
-        self.slot_embedding = nn.Parameter(torch.randn(width) * std)  # marks the context slot
-        for table in self.code_embeddings:
-            nn.init.normal_(table.weight, std=std)
-        self.input_dropout = nn.Dropout(dropout)
-        layer = nn.TransformerEncoderLayer(width, heads, ffn_multiplier * width, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
-        self.bos = nn.Parameter(torch.randn(width) * std)
-        self.decoder_position = nn.Parameter(torch.randn(levels, width) * std)
-        self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier, dropout, zero_init=False)
-                                    for _ in range(layers))
-        self.final_norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleList(nn.Linear(width, size, bias=False) for size in codebook_sizes)
-
-    def code_vectors(self, codes: Tensor) -> Tensor:
-        """[..., j] codes (levels 0..j-1) -> [..., j, d] token embeddings (no level embedding)."""
-        return torch.stack([self.code_embeddings[j](codes[..., j]) for j in range(codes.shape[-1])], dim=-2) \
-            if codes.shape[-1] else codes.new_zeros(*codes.shape, self.bos.shape[0], dtype=self.bos.dtype)
-
-    def encode(self, history_codes: Tensor, history_mask: Tensor, queries: Tensor | None,
-               has_query: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
-        """history_codes [B, L, m] (rows where mask is False are ignored), most recent last.
-
-        Returns per decoder block the memory keys/values, and the attend mask [B, 1, 1, 1 + L*m].
-        """
-        batch, length, levels = history_codes.shape
-        tokens = self.code_vectors(history_codes) + self.level_embedding
-        tokens = tokens + self.position_embedding[:length].flip(0)[:, None, :]
-        tokens = tokens.reshape(batch, length * levels, tokens.shape[-1])
-        slot = self.no_query.expand(batch, -1)
-        if queries is not None:
-            slot = torch.where(has_query[:, None], self.query_projection(queries), slot)
-        tokens = torch.cat([(slot + self.slot_embedding)[:, None], tokens], dim=1)
-        padding = torch.cat([history_mask.new_zeros(batch, 1), ~history_mask.repeat_interleave(levels, dim=1)], dim=1)
-        memory = self.encoder(self.input_dropout(tokens), src_key_padding_mask=padding)
-        return [block.memory_key_value(memory) for block in self.blocks], ~padding[:, None, None, :]
-
-    def decode(self, memory_kv: list[tuple[Tensor, Tensor]], attend: Tensor, prefix: Tensor) -> Tensor:
-        """prefix [B, W, j] -> hidden [B, W, j + 1, d]; position t predicts level t."""
-        batch, beams, depth = prefix.shape
-        x = torch.cat([self.bos.expand(batch, beams, 1, -1), self.code_vectors(prefix)], dim=2)
-        x = self.input_dropout(x + self.decoder_position[: depth + 1])
-        for block, kv in zip(self.blocks, memory_kv):
-            x = block(x, kv, attend)
-        return self.final_norm(x)
-
-    def level_logits(self, hidden: Tensor, level: int) -> Tensor:
-        return self.heads[level](hidden)
+                 "rq_beta", "kmeans_iterations", "dropout", "weight_decay", "warmup_steps", "ffn_multiplier", "network")
 
 
 class TigerBaseline(SavedState):
@@ -126,9 +62,11 @@ class TigerBaseline(SavedState):
                  rq_hidden: tuple[int, ...] = (256, 128), rq_levels: int = 3, rq_codebook_size: int = 256,
                  rq_batch_size: int = 1024, rq_lr: float = 1e-3, rq_beta: float = 0.25, kmeans_iterations: int = 20,
                  dropout: float = 0.0, weight_decay: float = 0.01, warmup_steps: int = 500,
-                 ffn_multiplier: int = 2) -> None:
+                 ffn_multiplier: int = 2, network: str = "ours") -> None:
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if network not in NETWORKS:
+            raise ValueError(f"unknown network {network!r}; expected one of {sorted(NETWORKS)}")
         self.rq_epochs, self.epochs = rq_epochs, epochs
         self.width, self.layers, self.heads = width, layers, heads
         self.beam_size, self.batch_size, self.lr, self.seed = beam_size, batch_size, lr, seed
@@ -138,7 +76,7 @@ class TigerBaseline(SavedState):
         self.rq_codebook_size, self.rq_batch_size = rq_codebook_size, rq_batch_size
         self.rq_lr, self.rq_beta = rq_lr, rq_beta
         self.kmeans_iterations, self.dropout, self.weight_decay = kmeans_iterations, dropout, weight_decay
-        self.warmup_steps, self.ffn_multiplier = warmup_steps, ffn_multiplier
+        self.warmup_steps, self.ffn_multiplier, self.network = warmup_steps, ffn_multiplier, network
         self.model: TigerSeq2Seq | None = None
         self.rqvae: RQVAE | None = None
         self.index: SIDIndex | None = None
@@ -177,7 +115,7 @@ class TigerBaseline(SavedState):
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         train = corpus.splits["train"]
-        self.model = TigerSeq2Seq(list(self.index.codebook_sizes), corpus.item_embeddings.shape[1], self.width,
+        self.model = NETWORKS[self.network](list(self.index.codebook_sizes), corpus.item_embeddings.shape[1], self.width,
                                   self.layers, self.heads, train.history.shape[1], self.dropout,
                                   self.ffn_multiplier).to(self.device)
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
@@ -351,7 +289,7 @@ class TigerBaseline(SavedState):
         method, trained = cls(**params["params"]), params["trained"]
         method.rq_codes = tensors["rq_codes"]
         method._index_codes(disambiguate(method.rq_codes))
-        method.model = TigerSeq2Seq(list(method.index.codebook_sizes), trained["text_dim"], method.width,
+        method.model = NETWORKS[method.network](list(method.index.codebook_sizes), trained["text_dim"], method.width,
                                     method.layers, method.heads, trained["max_history"], method.dropout,
                                     method.ffn_multiplier)
         method.model.load_state_dict({name.removeprefix("model."): t for name, t in tensors.items()
