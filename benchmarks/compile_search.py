@@ -81,6 +81,7 @@ def main() -> None:
         with counter:
             search(histories[:1])
         eager_step = model.decoder.step
+        torch._dynamo.config.cache_size_limit = 64  # one graph per (batch, beams, position): keep them all compiled
         compiled_step = torch.compile(eager_step, dynamic=False)
         started = time.perf_counter()
         model.decoder.step = compiled_step

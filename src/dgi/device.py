@@ -11,6 +11,8 @@ from typing import TypeVar
 import faiss
 import torch
 
+from dgi.provenance import cpu_flags
+
 _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 F = TypeVar("F", bound=Callable)
 
@@ -34,12 +36,7 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool(_NATIVE_BF16_FLAGS & set(flags))
+    return bool(_NATIVE_BF16_FLAGS & cpu_flags(cpuinfo))
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:

@@ -29,7 +29,20 @@ def machine(device: str = "cpu") -> dict:
         name = torch.cuda.get_device_name()
     return {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "device": name, "load_average_1min": os.getloadavg()[0]}
+            "torch": torch.__version__, "device": name, "load_average_1min": os.getloadavg()[0],
+            "vector_extensions": sorted(cpu_flags() & _VECTOR_FLAGS)}
+
+
+_VECTOR_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}  # what CPU timings depend on most
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is missing)."""
+    try:
+        return set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                         if line.startswith("flags")), []))
+    except OSError:
+        return set()
 
 
 def cpu_model() -> str:
