@@ -99,7 +99,8 @@ class T5Seq2Seq(TigerSeq2Seq):
         del self.encoder, self.blocks, self.final_norm  # T5's stacks carry their own final norms
         config = T5Config(vocab_size=1, d_model=width, d_kv=width // heads, d_ff=ffn_multiplier * width,
                           num_layers=layers, num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout,
-                          feed_forward_proj="gated-gelu", use_cache=False)
+                          feed_forward_proj="gated-gelu", use_cache=False,
+                          eos_token_id=None, pad_token_id=0, decoder_start_token_id=0)  # no text generation here
         self.t5 = T5Model(config)  # inputs arrive as embeddings: its one-row token table stays unused
 
     def contextualize(self, tokens: Tensor, padding: Tensor) -> tuple[Tensor, Tensor]:
