@@ -36,15 +36,23 @@ class TigerSeq2Seq(nn.Module):
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=std)
         self.input_dropout = nn.Dropout(dropout)
+        stack = (width, layers, heads, ffn_multiplier, dropout)
+        self.build_encoder(*stack)
+        self.bos = nn.Parameter(torch.randn(width) * std)
+        self.decoder_position = nn.Parameter(torch.randn(levels, width) * std)
+        self.build_decoder(*stack)
+        self.heads = nn.ModuleList(nn.Linear(width, size, bias=False) for size in codebook_sizes)
+
+    # The stacks are the one part a subclass swaps; built where they always were, so a seed gives the same weights.
+    def build_encoder(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
         layer = nn.TransformerEncoderLayer(width, heads, ffn_multiplier * width, dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
-        self.bos = nn.Parameter(torch.randn(width) * std)
-        self.decoder_position = nn.Parameter(torch.randn(levels, width) * std)
+
+    def build_decoder(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
         self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier, dropout, zero_init=False)
                                     for _ in range(layers))
         self.final_norm = nn.LayerNorm(width)
-        self.heads = nn.ModuleList(nn.Linear(width, size, bias=False) for size in codebook_sizes)
 
     def code_vectors(self, codes: Tensor) -> Tensor:
         """[..., j] codes (levels 0..j-1) -> [..., j, d] token embeddings (no level embedding)."""
@@ -89,19 +97,19 @@ class TigerSeq2Seq(nn.Module):
         return self.heads[level](hidden)
 
 
-
 class T5Seq2Seq(TigerSeq2Seq):
     """`TigerSeq2Seq` whose encoder and decoder are T5's (`network="t5"` in `TigerBaseline`)."""
 
-    def __init__(self, codebook_sizes: list[int], text_dim: int, width: int, layers: int, heads: int,
-                 max_history: int, dropout: float, ffn_multiplier: int = 4) -> None:
-        super().__init__(codebook_sizes, text_dim, width, layers, heads, max_history, dropout, ffn_multiplier)
-        del self.encoder, self.blocks, self.final_norm  # T5's stacks carry their own final norms
+    def build_encoder(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
+        """One `T5Model` holds both stacks (each with its own final norm)."""
         config = T5Config(vocab_size=1, d_model=width, d_kv=width // heads, d_ff=ffn_multiplier * width,
                           num_layers=layers, num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout,
                           feed_forward_proj="gated-gelu", use_cache=False,
                           eos_token_id=None, pad_token_id=0, decoder_start_token_id=0)  # no text generation here
         self.t5 = T5Model(config)  # inputs arrive as embeddings: its one-row token table stays unused
+
+    def build_decoder(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
+        """Built with the encoder, in `self.t5`."""
 
     def contextualize(self, tokens: Tensor, padding: Tensor) -> tuple[Tensor, Tensor]:
         attend = (~padding).long()
