@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dgi.config import load_config
+from dgi.nets import losses
 from dgi.nets.geometry import assignment_logits, similarity_logits
 from dgi.nets.model import Batch, DGIModel
 
@@ -252,3 +255,57 @@ def test_prefix_heads_need_tied_cosine_heads():
 
     with pytest.raises(ConfigError, match="head_target=prefix"):
         load_config([], ["quantizer.head_target=prefix", "quantizer.heads=untied"])
+
+
+def reference_dense_code_targets(item_logits: torch.Tensor, item_codes: torch.Tensor, codes: torch.Tensor,
+                                 sizes: list[int]) -> list[torch.Tensor]:
+    """Slow and obvious: per example, level and code, the softmax mass of the items under prefix + code."""
+    probs = torch.softmax(item_logits.double(), dim=-1)
+    targets = [torch.zeros(len(codes), size, dtype=torch.float64) for size in sizes]
+    for row in range(len(codes)):
+        for level, size in enumerate(sizes):
+            under = [i for i in range(len(item_codes))
+                     if all(item_codes[i, j] == codes[row, j] for j in range(level))]
+            total = sum(probs[row, i] for i in under)
+            for i in under:
+                targets[level][row, item_codes[i, level]] += probs[row, i] / total
+    return targets
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_items=st.integers(1, 30), batch=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_dense_code_targets_match_the_reference(n_items, batch, seed):
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [3, 2, 4]
+    item_codes = torch.stack([torch.randint(0, k, (n_items,), generator=generator) for k in sizes], dim=1)
+    targets = torch.randint(0, n_items, (batch,), generator=generator)
+    item_logits = 3 * torch.randn(batch, n_items, generator=generator)
+    fast = losses.dense_code_targets(item_logits, item_codes, item_codes[targets], sizes)
+    slow = reference_dense_code_targets(item_logits, item_codes, item_codes[targets], sizes)
+    for level, (f, s) in enumerate(zip(fast, slow)):
+        torch.testing.assert_close(f.double(), s, atol=1e-6, rtol=1e-5, msg=f"level {level}")
+        assert bool((f[torch.arange(batch), item_codes[targets, level]] > 0).all())  # the target's own code
+
+
+def decoder_phase_ntp(share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    model, items = make_model("train.decoder_epochs=1", f"loss.ntp_dense_targets={share}")
+    with torch.no_grad():
+        model.frozen_codes = model.quantizer.encode(model.catalog_vectors(items))
+    queries = torch.nn.functional.normalize(torch.randn(N_QUERIES, TEXT_DIM), dim=-1)
+    model.train_decoder_only()
+    result = model.decoder_losses(random_batch(), items, queries)
+    return result.terms["ntp"], result.next_token.loss.mean()
+
+
+def test_dense_targets_leave_the_one_hot_loss_at_share_zero_and_raise_it_above():
+    plain, logged = decoder_phase_ntp(0.0)
+    torch.testing.assert_close(plain, logged)  # share 0: the trained loss is the plain cross-entropy
+    mixed, logged_mixed = decoder_phase_ntp(0.5)
+    torch.testing.assert_close(logged_mixed, logged)  # the logged loss stays the plain one
+    assert mixed.item() != pytest.approx(plain.item())  # soft targets change what is trained
+    mixed.backward()  # and they carry gradient to the decoder
+
+
+def test_dense_targets_need_a_decoder_phase():
+    with pytest.raises(Exception, match="ntp_dense_targets"):
+        load_config([], ["loss.ntp_dense_targets=0.5"])

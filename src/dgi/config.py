@@ -115,6 +115,10 @@ class LossConfig(Section):
     ntp_popularity_power: float = Field(0.0, ge=0, le=1, description="weight each example's next-token loss "
                                         "by its target's training count to this negative power (mean weight "
                                         "1): 0 = every example alike, 1 = every item alike; lifts the tail")
+    ntp_dense_targets: float = Field(0.0, ge=0, le=1, description="decoder phase: this share of each level's "
+                                     "next-token target mass follows the model's own dense path (its softmax "
+                                     "over every item at the InfoNCE temperature, summed over the items under "
+                                     "each code below the target's prefix): a geometry-aware label smoothing")
 
 
 class TrainConfig(Section):
@@ -188,6 +192,8 @@ class Config(Section):
         if self.model.geometry == "dot" and t.joint_epochs:
             raise ValueError("model.geometry=dot is the dense dual-encoder baseline: set train.joint_epochs=0 "
                              "(the DGI ablation without cosine is quantizer.logits=dot)")
+        if self.loss.ntp_dense_targets and not t.decoder_epochs:
+            raise ValueError("loss.ntp_dense_targets acts in the decoder phase only: set train.decoder_epochs")
         return self
 
 

@@ -18,6 +18,33 @@ def next_token_per_example(logits: list[Tensor], codes: Tensor, label_smoothing:
                         for j, level_logits in enumerate(logits)], dim=1)
 
 
+def soft_next_token_per_example(logits: list[Tensor], targets: list[Tensor]) -> Tensor:
+    """Cross-entropy [B, m] of each level's logits against a target distribution per level ([B, K_j])."""
+    return torch.stack([-(target * F.log_softmax(level_logits.float(), dim=-1)).sum(-1)
+                        for level_logits, target in zip(logits, targets)], dim=1)
+
+
+@torch.no_grad()
+def dense_code_targets(item_logits: Tensor, item_codes: Tensor, codes: Tensor, codebook_sizes: list[int]) -> list[Tensor]:
+    """The dense path's distribution over each level's codes, given the target's SID prefix.
+
+    item_logits [B, N] score every item for each example, item_codes [N, m] are the items' SIDs and
+    codes [B, m] the targets'. Level j's distribution is the softmax over items restricted to those
+    sharing the target's first j codes, summed by each item's code j: what a decoder that generated
+    exactly the dense ranking's probabilities would predict under teacher forcing. The target item
+    is always under its own prefix, so no level is empty.
+    """
+    item_probs = F.softmax(item_logits.float(), dim=-1)
+    under_prefix = torch.ones_like(item_probs, dtype=torch.bool)
+    targets = []
+    for level, size in enumerate(codebook_sizes):
+        mass = item_probs * under_prefix
+        per_code = mass.new_zeros(len(mass), size).index_add_(1, item_codes[:, level], mass)
+        targets.append(per_code / per_code.sum(-1, keepdim=True))
+        under_prefix &= item_codes[None, :, level] == codes[:, level, None]
+    return targets
+
+
 def next_token_hits(logits: list[Tensor], codes: Tensor) -> Tensor:
     """[B, m] bool: whether each level's argmax is the example's hard code (token accuracy)."""
     return torch.stack([level_logits.argmax(-1) == codes[:, j] for j, level_logits in enumerate(logits)], dim=1)

@@ -256,8 +256,28 @@ class DGIModel(nn.Module):
         logits = self.level_logits(context, self.quantizer.codewords(codes))
         per_example = losses.next_token_per_example(logits, codes)
         correct = losses.next_token_hits(logits, codes)
-        return Losses({"ntp": self._next_token_objective(logits, codes, per_example, ntp_weights)},
-                      NextTokenDetail(per_example.detach(), correct, batch.targets))
+        share = self.config.loss.ntp_dense_targets
+        if share:
+            objective = self._dense_target_objective(logits, codes, context.vector, item_embeddings, share,
+                                                     ntp_weights)
+        else:
+            objective = self._next_token_objective(logits, codes, per_example, ntp_weights)
+        return Losses({"ntp": objective}, NextTokenDetail(per_example.detach(), correct, batch.targets))
+
+    def _dense_target_objective(self, logits: list[Tensor], codes: Tensor, context_vector: Tensor,
+                                item_embeddings: Tensor, share: float, weights: Tensor | None) -> Tensor:
+        """L_NTP against targets that mix the one-hot code (1 - `share`) with the dense path's distribution
+        over the level's codes (`share`, see `losses.dense_code_targets`): the decoder learns the towers'
+        geometry for the items and contexts it has not seen, where one-hot targets only teach it the
+        training SIDs."""
+        with torch.no_grad():
+            catalogue = self.catalog_vectors(item_embeddings)
+            item_logits = context_vector.float() @ catalogue.float().T / self.config.loss.infonce_temperature
+            dense = losses.dense_code_targets(item_logits, self.frozen_codes, codes, self.quantizer.codebook_sizes)
+            targets = [(1 - share) * F.one_hot(codes[:, j], level.shape[-1]).float() + share * dense[j]
+                       for j, level in enumerate(logits)]
+        per_example = losses.soft_next_token_per_example(logits, targets)
+        return (per_example * weights[:, None]).mean() if weights is not None else per_example.mean()
 
     def batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Context:
         """The context of each row of `batch` (history and query), as the towers encode it now."""
