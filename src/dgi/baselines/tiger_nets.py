@@ -106,7 +106,10 @@ class T5Seq2Seq(TigerSeq2Seq):
                           num_layers=layers, num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout,
                           feed_forward_proj="gated-gelu", use_cache=False,
                           eos_token_id=None, pad_token_id=0, decoder_start_token_id=0)  # no text generation here
-        self.t5 = T5Model(config)  # inputs arrive as embeddings: its one-row token table stays unused
+        self.t5 = T5Model(config)
+        # Inputs arrive as embeddings: the stacks never read the one-row token table they share with
+        # `shared`, and safetensors refuses to save one tensor under three names.
+        self.t5.encoder.embed_tokens = self.t5.decoder.embed_tokens = None
 
     def build_decoder(self, width: int, layers: int, heads: int, ffn_multiplier: int, dropout: float) -> None:
         """Built with the encoder, in `self.t5`."""
