@@ -240,7 +240,7 @@ class DGIModel(nn.Module):
         of its label-smoothed form, each example weighted by `weights` when given."""
         smoothing = self.config.loss.ntp_label_smoothing
         trained = losses.next_token_per_example(logits, codes, smoothing) if smoothing else per_example
-        return (trained * weights[:, None]).mean() if weights is not None else trained.mean()
+        return _weighted_mean(trained, weights)
 
     def decoder_losses(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor,
                        context: Context | None = None, ntp_weights: Tensor | None = None) -> Losses:
@@ -276,8 +276,7 @@ class DGIModel(nn.Module):
             dense = losses.dense_code_targets(item_logits, self.frozen_codes, codes, self.quantizer.codebook_sizes)
             targets = [(1 - share) * F.one_hot(codes[:, j], level.shape[-1]).float() + share * dense[j]
                        for j, level in enumerate(logits)]
-        per_example = losses.soft_next_token_per_example(logits, targets)
-        return (per_example * weights[:, None]).mean() if weights is not None else per_example.mean()
+        return _weighted_mean(losses.soft_next_token_per_example(logits, targets), weights)
 
     def batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor) -> Context:
         """The context of each row of `batch` (history and query), as the towers encode it now."""
@@ -307,6 +306,11 @@ class DGIModel(nn.Module):
         weight = {"infonce": w.infonce, "ntp": w.ntp, "global": w.global_recon, "local": w.local,
                   "diversity": w.diversity}
         return sum(weight[name] * value for name, value in terms.items())
+
+
+def _weighted_mean(per_example: Tensor, weights: Tensor | None) -> Tensor:
+    """The mean of per-example, per-level losses [B, m], each example weighted by `weights` [B] when given."""
+    return (per_example * weights[:, None]).mean() if weights is not None else per_example.mean()
 
 
 class IncrementalSteps:
