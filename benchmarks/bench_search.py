@@ -36,7 +36,7 @@ class ToyDecoder:
         self.out = [torch.randn(k, dim, generator=g) for k in sizes]
         self.seconds = 0.0
 
-    def __call__(self, prefixes: torch.Tensor) -> torch.Tensor:
+    def __call__(self, prefixes: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
         start = time.perf_counter()
         h = self.queries.unsqueeze(1).expand(-1, prefixes.shape[1], -1)
         for level in range(prefixes.shape[-1]):

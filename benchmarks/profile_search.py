@@ -54,9 +54,9 @@ def generate(retriever: Retriever, history: torch.Tensor) -> None:
 
     steps = retriever.model.incremental_steps(context, memory)
 
-    def step(prefix: torch.Tensor) -> torch.Tensor:
+    def step(prefix: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
         with record_function("3 decoder step"):
-            return steps(prefix)
+            return steps(prefix, parents)
 
     with record_function("4 beam search (with steps)"):
         beams = beam_search(step, len(history), retriever.index, retriever.search_config.beam_size)

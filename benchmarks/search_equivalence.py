@@ -27,7 +27,7 @@ from dgi.training.run import RunDirectory
 
 def reference_steps(model):
     """What `model.incremental_steps` is tested against: the full prefix through the decoder each step."""
-    return lambda context, memory: (lambda prefix: model.step_log_probs(context, prefix, memory))
+    return lambda context, memory: (lambda prefix, _: model.step_log_probs(context, prefix, memory))
 
 
 def main() -> None:

@@ -75,6 +75,30 @@ def test_items_of_and_is_valid_match_brute_force(built) -> None:
         assert index.is_valid(queries[r]).item() == bool(expected)
 
 
+@settings(max_examples=60, deadline=None)
+@given(indexes())
+def test_walking_the_tree_finds_every_prefix_and_bucket(built) -> None:
+    """From the root, `children` reaches each distinct prefix once, in key order, and `items_of_nodes`
+    the items of each full SID, as brute force over the codes says."""
+    index, g = built
+    sids = index.codes.tolist()
+    nodes, prefixes = torch.zeros(1, dtype=torch.long), [()]
+    for depth in range(index.depth):
+        expected = sorted({tuple(s[: depth + 1]) for s in sids})
+        holes = torch.randint(2, (len(nodes),), generator=g).bool() if len(nodes) else torch.zeros(0, dtype=torch.bool)
+        codes, children, rows = index.children(nodes.masked_fill(holes, -1), depth)
+        kept = [prefix for prefix, hole in zip(prefixes, holes.tolist()) if not hole]
+        assert [(*prefixes[r], c) for r, c in zip(rows.tolist(), codes.tolist())] == \
+            [prefix for prefix in expected if prefix[:-1] in kept]
+        codes, children, rows = index.children(nodes, depth)
+        prefixes = [(*prefixes[r], c) for r, c in zip(rows.tolist(), codes.tolist())]
+        assert prefixes == expected and children.tolist() == list(range(len(expected)))
+        nodes = children
+    items, rows = index.items_of_nodes(torch.cat([nodes, torch.tensor([-1])]))
+    assert [(prefixes[r], i) for r, i in zip(rows.tolist(), items.tolist())] == \
+        sorted((tuple(s), i) for i, s in enumerate(sids))
+
+
 def test_items_of_hand_example(index: SIDIndex) -> None:
     items, offsets = index.items_of(torch.tensor([[0, 1, 2], [1, 1, 1], [2, 3, 1], [-1, 0, 0]]))
     assert items.tolist() == [0, 2, 4, 1] and offsets.tolist() == [0, 3, 3, 4, 4]

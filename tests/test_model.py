@@ -223,7 +223,7 @@ def test_incremental_beam_steps_equal_full_steps_through_a_search(inputs, target
     with torch.no_grad():
         context = model.batch_context(batch, items, queries)
         memory = model.decoder.memory(context.memory, context.padding)
-        full = beam_search(lambda prefix: model.step_log_probs(context, prefix, memory), 6, index, 5)
+        full = beam_search(lambda prefix, _: model.step_log_probs(context, prefix, memory), 6, index, 5)
         fast = beam_search(model.incremental_steps(context, memory), 6, index, 5)
     assert torch.equal(full.codes, fast.codes)
     assert torch.allclose(full.scores, fast.scores, atol=1e-5)

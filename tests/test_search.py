@@ -29,7 +29,7 @@ class TableStep:
             else:
                 self.tables.append(torch.randn(shape, generator=g, dtype=torch.float64).log_softmax(-1))
 
-    def __call__(self, prefixes: torch.Tensor) -> torch.Tensor:
+    def __call__(self, prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
         self.calls.append(tuple(prefixes.shape))
         keys = torch.zeros(prefixes.shape[:2], dtype=torch.long)
         for level in range(prefixes.shape[-1]):
@@ -43,6 +43,18 @@ class TableStep:
             score += self.tables[j][b, key, code].item()
             key = key * self.sizes[j] + code
         return score
+
+
+class ParentStep(TableStep):
+    """The same table, but each beam's prefix is rebuilt from its parent's (as a caching decoder does):
+    its parent's prefix at the previous call plus its own last code. Wrong parents change the result."""
+
+    def __call__(self, prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
+        if prefixes.shape[-1]:
+            inherited = self.previous[torch.arange(prefixes.shape[0])[:, None], parents]
+            prefixes = torch.cat([inherited, prefixes[..., -1:]], -1)
+        self.previous = prefixes
+        return super().__call__(prefixes)
 
 
 def _prod(values) -> int:
@@ -105,6 +117,18 @@ def test_beam_search_matches_reference(problem, constrained) -> None:
         assert len(step.calls) == index.depth and not missing[:, : min(beam, _prod(index.codebook_sizes))].any()
 
 
+@settings(max_examples=100, deadline=None)
+@given(problems(), st.booleans())
+def test_both_searches_name_each_beams_parent(problem, constrained) -> None:
+    """A step that trusts the parents it is given scores like one that reads the whole prefix."""
+    index, step, batch, beam, _ = problem
+    inherit = ParentStep.__new__(ParentStep)
+    inherit.__dict__.update(step.__dict__, calls=[])
+    for search in (beam_search, reference_beam_search):
+        _assert_beams_equal(search(inherit, batch, index, beam, constrained=constrained),
+                            search(step, batch, index, beam, constrained=constrained))
+
+
 @settings(max_examples=80, deadline=None)
 @given(problems(ties=True), st.booleans())
 def test_beam_search_tie_break_matches_reference(problem, constrained) -> None:
@@ -136,7 +160,7 @@ def test_beam_search_hand_example() -> None:
     first = torch.tensor([-1.0, -2.0, -3.0]).log_softmax(0)  # unnormalized scores are fine too
     second = torch.tensor([[-0.1, -5.0], [-0.1, -0.1], [-9.0, -0.2]])  # row = first code
 
-    def step(prefixes: torch.Tensor) -> torch.Tensor:
+    def step(prefixes: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
         if prefixes.shape[-1] == 0:
             return first.expand(*prefixes.shape[:2], 3)
         return second[prefixes[..., 0]]
@@ -153,14 +177,14 @@ def test_beam_search_hand_example() -> None:
 def test_beam_search_rejects_bad_arguments() -> None:
     index = SIDIndex.build(torch.tensor([[0, 0]]), (2, 2))
     with pytest.raises(ValueError):
-        beam_search(lambda p: torch.zeros(*p.shape[:2], 3), 1, index, 2)  # wrong codebook width
+        beam_search(lambda p, _: torch.zeros(*p.shape[:2], 3), 1, index, 2)  # wrong codebook width
     with pytest.raises(ValueError):
-        beam_search(lambda p: torch.zeros(*p.shape[:2], 2), 1, index, 0)
+        beam_search(lambda p, _: torch.zeros(*p.shape[:2], 2), 1, index, 0)
 
 
 def test_empty_index_gives_missing_beams() -> None:
     index = SIDIndex.build(torch.empty(0, 2, dtype=torch.long), (2, 2))
-    step = lambda p: torch.zeros(*p.shape[:2], 2)  # noqa: E731
+    step = lambda p, _: torch.zeros(*p.shape[:2], 2)  # noqa: E731
     for search in (beam_search, reference_beam_search):
         beams = search(step, 2, index, 3)
         assert (beams.codes == -1).all() and (beams.scores == -INF).all()

@@ -111,9 +111,9 @@ class Retriever:
         dtype = autocast_dtype(self.device, self.search_config.precision)
         steps = self.model.incremental_steps(context, memory)  # each step computes the newest position only
 
-        def step(prefix: Tensor) -> Tensor:
+        def step(prefix: Tensor, parents: Tensor | None) -> Tensor:
             with autocast(self.device, dtype):
-                return steps(prefix.to(self.device)).float().cpu()
+                return steps(prefix.to(self.device), None if parents is None else parents.to(self.device)).float().cpu()
 
         return beam_search(step, len(context.vector), self.index, beam_size, constrained)
 

@@ -216,7 +216,7 @@ class TigerBaseline(SavedState):
         self.model.eval()
         memory_kv, attend = self._encode(corpus, split, rows)
 
-        def step(prefix: Tensor) -> Tensor:
+        def step(prefix: Tensor, parents: Tensor | None) -> Tensor:  # the whole prefix each step: no state kept
             hidden = self.model.decode(memory_kv, attend, prefix.to(self.device))[:, :, -1]
             return F.log_softmax(self.model.level_logits(hidden, prefix.shape[-1]).float(), dim=-1).cpu()
 

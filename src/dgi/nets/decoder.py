@@ -62,19 +62,22 @@ class DecoderBlock(nn.Module):
         x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
         return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
-    def step(self, x: Tensor, past: tuple[Tensor, Tensor] | None, memory_kv: tuple[Tensor, Tensor],
-             memory_attend: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def step(self, x: Tensor, past: Tensor | None, memory_kv: tuple[Tensor, Tensor],
+             memory_attend: Tensor) -> tuple[Tensor, Tensor]:
         """Inference on each beam's newest position only: x [B, W, 1, d] and the keys/values of the beam's
-        earlier positions ([B*W, heads, T-1, d/heads], None at the first) -> its output and the keys/values
-        of all T positions. The same function as `forward` on the whole prefix, at a T-th of the cost."""
+        earlier positions ([2, B, W, heads, T-1, d/heads], None at the first) -> its output and the
+        keys/values of all T positions. The same function as `forward` on the whole prefix, at a T-th of
+        the cost, in few torch calls (a batch-1 search is bound by their count, not by arithmetic)."""
         batch, beams, _, width = x.shape
-        q, k, v = (split_heads(t, self.heads) for t in
-                   self.self_qkv(self.self_norm(x)).reshape(batch * beams, 1, 3 * width).chunk(3, dim=-1))
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        attended = merge_heads(attention(q, k, v, None, 0.0, False))  # the newest position sees all earlier ones
-        x = x + self.self_out(attended).reshape(x.shape)
-        return self._cross_and_feed_forward(x, memory_kv, memory_attend), (k, v)
+        qkv = self.self_qkv(self.self_norm(x)).view(batch, beams, 1, 3, self.heads, width // self.heads)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # [3, B, W, heads, 1, d/heads]
+        key_values = qkv[1:] if past is None else torch.cat([past, qkv[1:]], dim=4)
+        rows = (batch * beams, self.heads, -1, width // self.heads)
+        key, value = key_values[0].reshape(rows), key_values[1].reshape(rows)
+        # The newest position sees all earlier ones; with one query position, merging heads is a reshape.
+        attended = attention(qkv[0].reshape(rows), key, value, None, 0.0, False).reshape(x.shape)
+        x = x + self.self_out(attended)
+        return self._cross_and_feed_forward(x, memory_kv, memory_attend), key_values
 
 
 @dataclass
@@ -108,9 +111,10 @@ class SIDDecoder(nn.Module):
         return x
 
     def step(self, newest: Tensor, position: int, memory: DecoderMemory,
-             past: list[tuple[Tensor, Tensor]] | None) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+             past: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
         """Each beam's newest input [B, W, 1, d] at `position` -> its hidden state [B, W, 1, d] and every
-        block's self-attention keys/values of positions 0..position (for the next step)."""
+        block's self-attention keys/values of positions 0..position ([2, B, W, heads, position + 1, d/heads],
+        for the next step)."""
         x = newest + self.level_embedding[position]
         kept = []
         for index, (block, key_value) in enumerate(zip(self.blocks, memory.key_values)):

@@ -144,6 +144,15 @@ class DGIModel(nn.Module):
             following = vectors
         return torch.cat([context_vector[:, None], following], dim=1)
 
+    def next_decoder_input(self, context_vector: Tensor, chosen: Tensor, newest_codeword: Tensor | None) -> Tensor:
+        """Each beam's newest decoder input [B, W, d] as `decoder_inputs` has it, from the sum of the codewords
+        chosen so far (`chosen` [B, W, d]) and the newest one (None at step 0)."""
+        if newest_codeword is None:
+            return context_vector[:, None].expand_as(chosen)
+        if self.config.model.decoder_inputs == "residual":
+            return context_vector[:, None] - chosen
+        return newest_codeword
+
     def level_logits(self, context: Context, vectors: Tensor) -> list[Tensor]:
         """Teacher-forced logits of every level given the m code vectors [B, m, d]."""
         inputs = self.decoder_inputs(context.vector, vectors[:, :-1])
@@ -314,32 +323,30 @@ def _weighted_mean(per_example: Tensor, weights: Tensor | None) -> Tensor:
 
 
 class IncrementalSteps:
-    """Beam-search steps that keep each beam's self-attention keys/values from the step before.
+    """Beam-search steps that keep each beam's state from the step before and compute only its newest position.
 
-    A step's beams are children of the previous step's: each one's parent is the previous beam whose
-    prefix is its own minus the last code, found by comparing prefixes (W x W_prev per query, the beam
-    search may reorder them). Its earlier positions' keys/values are gathered from that parent and only
-    the newest position goes through the decoder. Inference only (no dropout).
+    A step's beams are children of the previous step's; the search names each one's parent, and the
+    beam takes its parent's decoder keys/values and codeword sum and adds its newest code. Inference
+    only (no dropout).
     """
 
     def __init__(self, model: DGIModel, context: Context, memory: DecoderMemory) -> None:
         self.model, self.context, self.memory = model, context, memory
-        self.previous: Tensor | None = None              # the previous step's prefixes [B, W_prev, j-1]
-        self.past: list[tuple[Tensor, Tensor]] | None = None
+        self.chosen: Tensor | None = None      # [B, W_prev, d] each previous beam's codewords, summed
+        self.past: list[Tensor] | None = None  # per block [2, B, W_prev, heads, j, d/heads]
 
-    def __call__(self, prefix: Tensor) -> Tensor:
+    def __call__(self, prefix: Tensor, parents: Tensor | None) -> Tensor:
         batch, beams, depth = prefix.shape
-        model = self.model
-        vectors = model.quantizer.codewords(prefix.reshape(batch * beams, depth))
-        newest = model.decoder_inputs(self.context.vector.repeat_interleave(beams, dim=0), vectors)[:, -1]
-        past = None
-        if depth:
-            same = (prefix[:, :, None, : depth - 1] == self.previous[:, None, :, : depth - 1]).all(-1)
-            parent = same.float().argmax(-1)  # [B, W] (a missing beam's arbitrary codes may match none)
+        model, vector = self.model, self.context.vector
+        if depth == 0:
+            newest_codeword, past = None, None
+            chosen = vector.new_zeros(batch, beams, vector.shape[-1])
+        else:
             rows = torch.arange(batch, device=prefix.device)[:, None]
-            past = [tuple(t.view(batch, self.previous.shape[1], *t.shape[1:])[rows, parent].flatten(0, 1)
-                          for t in cache) for cache in self.past]
-        hidden, self.past = model.decoder.step(newest.reshape(batch, beams, 1, -1), depth, self.memory, past)
-        self.previous = prefix
-        chosen = vectors.sum(dim=1).reshape(batch, beams, -1)  # the codewords of the prefix, summed
+            newest_codeword = model.quantizer.codebooks[depth - 1][prefix[:, :, -1].long()]
+            chosen = self.chosen[rows, parents] + newest_codeword
+            past = [cache[:, rows, parents] for cache in self.past]
+        newest = model.next_decoder_input(vector, chosen, newest_codeword)
+        hidden, self.past = model.decoder.step(newest.unsqueeze(2), depth, self.memory, past)
+        self.chosen = chosen
         return F.log_softmax(model.heads(hidden[:, :, 0], depth, model.quantizer.codebooks, chosen), dim=-1)

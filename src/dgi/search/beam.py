@@ -14,13 +14,17 @@ from torch import Tensor
 
 from dgi.search.index import SIDIndex
 
-StepFn = Callable[[Tensor], Tensor]
-"""Prefixes [B, W, j] (long) -> log-probs [B, W, K_{j+1}] over the full next codebook.
+StepFn = Callable[[Tensor, Tensor | None], Tensor]
+"""(prefixes [B, W, j] long, parents [B, W] long or None at j = 0) -> log-probs [B, W, K_{j+1}] over
+the full next codebook.
 
-Each output row must depend only on its query (row b) and its prefix, not on its position w:
-implementations order beams differently (the fast search keeps them in SID-key order), and W
-shrinks to the most beams any query still has. Rows of missing beams hold arbitrary in-range
-codes; their outputs are ignored. Log-probs must not be NaN.
+``parents[b, w]`` is the position, among the prefixes of query b at the previous call, of beam w's
+parent (its prefix minus the last code): a step function that keeps per-beam state (the decoder's
+keys/values) gathers it from there instead of recomputing the prefix. Each output row must depend
+only on its query (row b) and its prefix, not on its position w: implementations order beams
+differently (the fast search keeps them in SID-key order), and W shrinks to the most beams any query
+still has. Rows of missing beams hold arbitrary in-range codes and parents; their outputs are
+ignored. Log-probs must not be NaN.
 """
 
 RULES = ("lexicographic", "fused", "rerank")
@@ -58,24 +62,29 @@ def beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: in
     _check_beam_size(beam_size)
     codes = torch.zeros(batch_size, 1, 0, dtype=torch.long)
     scores = torch.zeros(batch_size, 1)
+    nodes = torch.zeros(batch_size, 1, dtype=torch.long)  # each beam's node in the SID tree (the root)
+    parents = None
     levels = []
     for j, size in enumerate(index.codebook_sizes):
-        logp = _checked_step(step_fn, codes, size)
+        logp = _checked_step(step_fn, codes, parents, size)
         scores = scores.to(logp.dtype)
         if constrained:
-            cand, slots = _valid_candidates(index, codes, scores, logp)
+            cand, slots, cand_nodes = _valid_candidates(index, j, nodes, scores, logp)
         else:  # every child is a candidate: the dense layout itself, dead beams already -inf
-            cand, slots = (scores.unsqueeze(-1) + logp).reshape(batch_size, -1), None
+            cand, slots, cand_nodes = (scores.unsqueeze(-1) + logp).reshape(batch_size, -1), None, None
         # Next width: the most finite candidates any query has, capped at beam_size.
         n_next = min(beam_size, int((cand > float("-inf")).sum(1).max()) if cand.numel() else 0)
         if n_next == 0:
             return _missing(batch_size, beam_size, index.depth, logp.dtype)
         pos = _top_positions(cand, n_next)
         slot = pos if slots is None else slots.gather(1, pos)
-        parent, child = slot // size, slot % size
-        codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, j)), child.unsqueeze(-1)], -1)
+        parents, child = slot // size, slot % size
+        codes = torch.cat([codes.gather(1, parents.unsqueeze(-1).expand(-1, -1, j)), child.unsqueeze(-1)], -1)
         scores = cand.gather(1, pos)
-        levels.append(codes.masked_fill((scores == float("-inf")).unsqueeze(-1), -1))
+        dead = scores == float("-inf")
+        if cand_nodes is not None:
+            nodes = cand_nodes.gather(1, pos).masked_fill(dead, -1)
+        levels.append(codes.masked_fill(dead.unsqueeze(-1), -1))
     # Stable sort on the key-ordered beams: score desc, then key asc.
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     scores = scores.gather(1, order)
@@ -84,31 +93,37 @@ def beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, beam_size: in
     return replace(_pad_beams(Beams(codes, scores), beam_size), levels=tuple(levels))
 
 
-def _valid_candidates(index: SIDIndex, codes: Tensor, scores: Tensor, logp: Tensor) -> tuple[Tensor, Tensor]:
+def _valid_candidates(index: SIDIndex, depth: int, nodes: Tensor, scores: Tensor,
+                      logp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Scores of the valid children of live beams only, packed per query into [B, C] (-inf padded),
-    with their slots w * K + c (ascending within a row).
+    with their slots w * K + c (ascending within a row) and their tree nodes (-1 padded).
 
     Work after the model call scales with the number of valid children, not with W * K.
     """
     batch, width, size = logp.shape
-    alive = scores > float("-inf")
-    child, offsets = index.next_codes(codes.masked_fill(~alive.unsqueeze(-1), -1))
-    beam = torch.repeat_interleave(offsets.diff())  # flat beam id b * W + w of each candidate
+    live = nodes.masked_fill(scores == float("-inf"), -1).reshape(-1)
+    child, child_node, beam = index.children(live, depth)  # beam: flat b * W + w of each candidate
     value = scores.reshape(-1).index_select(0, beam) + logp.reshape(-1).index_select(0, beam * size + child)
     query = beam // width
     column, n_cols = _layout(query, batch)
-    cand = _scatter(query, column, value, (batch, n_cols), float("-inf"))
-    return cand, _scatter(query, column, (beam % width) * size + child, (batch, n_cols), 0)
+    shape = (batch, n_cols)
+    return (_scatter(query, column, value, shape, float("-inf")),
+            _scatter(query, column, (beam % width) * size + child, shape, 0),
+            _scatter(query, column, child_node, shape, -1))
 
 
 def _layout(rows: Tensor, n_rows: int, min_cols: int = 0) -> tuple[Tensor, int]:
     """Columns that pack row-sorted entries left-aligned into [n_rows, n_cols], and n_cols."""
+    if n_rows == 1:  # one query (interactive search): its entries are the columns
+        return torch.arange(rows.numel()), max(rows.numel(), min_cols)
     counts = torch.bincount(rows, minlength=n_rows)
     column = torch.arange(rows.numel()) - (counts.cumsum(0) - counts).index_select(0, rows)
     return column, max(int(counts.max()) if rows.numel() else 0, min_cols)
 
 
 def _scatter(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int], fill: float) -> Tensor:
+    if shape == (1, values.numel()):  # one query, no padding: `_layout` made its entries the columns
+        return values.view(shape)
     out = torch.full(shape, fill, dtype=values.dtype)
     out[rows, cols] = values
     return out
@@ -135,7 +150,8 @@ def reference_beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, bea
     sizes = index.codebook_sizes
     sids = [tuple(sid) for sid in index.codes.tolist()]
     valid = {sid[:j] for sid in sids for j in range(len(sizes) + 1)}
-    beams: list[list[tuple[tuple[int, ...], Tensor | float]]] = [[((), 0.0)] for _ in range(batch_size)]
+    # Per query: (prefix, score, position of the parent among the previous level's beams).
+    beams: list[list[tuple[tuple[int, ...], Tensor | float, int]]] = [[((), 0.0, 0)] for _ in range(batch_size)]
     levels: list[Tensor] = []
     dtype = torch.float32
     for j in range(len(sizes)):
@@ -143,38 +159,40 @@ def reference_beam_search(step_fn: StepFn, batch_size: int, index: SIDIndex, bea
         if width == 0:
             break
         prefixes = torch.zeros(batch_size, width, j, dtype=torch.long)
+        parents = torch.zeros(batch_size, width, dtype=torch.long)
         for b, query in enumerate(beams):
-            for w, (prefix, _) in enumerate(query):
+            for w, (prefix, _, parent) in enumerate(query):
                 prefixes[b, w] = torch.tensor(prefix, dtype=torch.long)
-        logp = _checked_step(step_fn, prefixes, sizes[j])
+                parents[b, w] = parent
+        logp = _checked_step(step_fn, prefixes, parents if j else None, sizes[j])
         dtype = logp.dtype
         new_beams = []
         for b, query in enumerate(beams):
             candidates = []
-            for w, (prefix, score) in enumerate(query):
+            for w, (prefix, score, _) in enumerate(query):
                 row = score + logp[b, w]  # same dtype arithmetic as the fast version
                 for c, value in enumerate(row.tolist()):
                     child = prefix + (c,)
                     if value == float("-inf") or (constrained and child not in valid):
                         continue
-                    candidates.append((-value, _reference_key(child, sizes), child, row[c]))
+                    candidates.append((-value, _reference_key(child, sizes), child, row[c], w))
             candidates.sort(key=lambda cand: (cand[0], cand[1]))
-            new_beams.append([(child, score) for _, _, child, score in candidates[:beam_size]])
+            new_beams.append([(child, score, w) for _, _, child, score, w in candidates[:beam_size]])
         beams = new_beams
         levels.append(_reference_prefixes(beams, j + 1))
     finished = len(levels) == len(sizes) and any(beams)  # else the fast search returns no levels
     out = _missing(batch_size, beam_size, len(sizes), dtype)
     for b, query in enumerate(beams):
-        for w, (prefix, score) in enumerate(query):
+        for w, (prefix, score, _) in enumerate(query):
             out.codes[b, w] = torch.tensor(prefix)
             out.scores[b, w] = score
     return replace(out, levels=tuple(levels) if finished else ())
 
 
-def _reference_prefixes(beams: list[list[tuple[tuple[int, ...], Tensor | float]]], depth: int) -> Tensor:
+def _reference_prefixes(beams: list[list[tuple[tuple[int, ...], Tensor | float, int]]], depth: int) -> Tensor:
     out = torch.full((len(beams), max((len(query) for query in beams), default=0), depth), -1, dtype=torch.long)
     for b, query in enumerate(beams):
-        for w, (prefix, _) in enumerate(query):
+        for w, (prefix, _, _) in enumerate(query):
             out[b, w] = torch.tensor(prefix)
     return out
 
@@ -261,8 +279,8 @@ def reference_rank_items(beams: Beams, index: SIDIndex, query_vectors: Tensor, i
     return out
 
 
-def _checked_step(step_fn: StepFn, prefixes: Tensor, size: int) -> Tensor:
-    logp = step_fn(prefixes)
+def _checked_step(step_fn: StepFn, prefixes: Tensor, parents: Tensor | None, size: int) -> Tensor:
+    logp = step_fn(prefixes, parents)
     expected = (*prefixes.shape[:2], size)
     if tuple(logp.shape) != expected:
         raise ValueError(f"step_fn returned shape {tuple(logp.shape)}, expected {expected}")

@@ -6,6 +6,10 @@ children of a prefix with key p are exactly the keys in [p * K, (p + 1) * K) one
 items of a SID with key s sit in [s, s + 1) of the sorted item keys, so every lookup is two
 ``torch.searchsorted`` calls per query row (never one per candidate code, never a scan over all
 items) plus a CSR expansion.
+
+Beam search walks the same tables as a tree instead: node n of depth j is the n-th distinct length-j
+prefix in key order, so a node's children are a contiguous run of depth-(j+1) nodes and one gather of
+two offsets finds them (``children``), with no key arithmetic and no search per step.
 """
 
 from __future__ import annotations
@@ -108,6 +112,35 @@ class SIDIndex:
         slots, offsets = _csr(starts, counts * _in_range(codes, self._sizes))
         return self._bucket_items.index_select(0, slots).long(), offsets
 
+    # ---------------------------------------------------------------- the SID tree
+
+    def children(self, nodes: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Children of depth-``depth`` tree nodes [n] (-1: no node): their last codes, their node ids (at
+        depth + 1) and the row of ``nodes`` each belongs to; ascending codes within a row, rows in order.
+
+        The root (depth 0) is node 0 and exists even in an empty index (with no children).
+        """
+        if not 0 <= depth < self.depth:
+            raise ValueError(f"tree depth {depth} has no children (index depth {self.depth})")
+        child, row = self._expand(self._child_starts[depth], nodes)
+        return self._child_codes[depth].index_select(0, child).long(), child, row
+
+    def items_of_nodes(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items of full-SID tree nodes [n] (-1: none): item ids (ascending within a node) and their row."""
+        slots, row = self._expand(self._item_starts, nodes)
+        return self._bucket_items.index_select(0, slots).long(), row
+
+    @staticmethod
+    def _expand(starts: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots starts[n] .. starts[n + 1] of every node n (none for -1) and the row of each slot."""
+        at = nodes.clamp(min=0)
+        first = starts.index_select(0, at)
+        counts = (starts.index_select(0, at + 1) - first) * (nodes >= 0)
+        row = torch.repeat_interleave(counts)
+        # Slot = the row's first slot + rank within the row, the rank being (position - row offset).
+        shift = (first - (counts.cumsum(0) - counts)).index_select(0, row)
+        return torch.arange(row.numel()) + shift, row
+
     # ---------------------------------------------------------------- growth and statistics
 
     def add_items(self, codes: torch.Tensor) -> torch.Tensor:
@@ -176,7 +209,11 @@ class SIDIndex:
 
         ``_sorted_keys`` are all items' SID keys in order and ``_bucket_items`` the matching item
         ids (ascending inside a bucket: stable sort); ``_prefix_keys[j]`` holds the sorted distinct
-        keys of all length-j prefixes (j = 0..m).
+        keys of all length-j prefixes (j = 0..m). The tree: ``_child_starts[j][n]`` is the first child
+        (a depth-(j+1) node id) of depth-j node n, with a final entry closing the last run (a node's
+        children keys lie in [key * K, (key + 1) * K), so the runs are contiguous);
+        ``_child_codes[j]`` the last code of each depth-(j+1) node; ``_item_starts[n]`` the first slot
+        of full-SID node n in ``_sorted_keys``.
         """
         self._sorted_keys, bucket_items = torch.sort(self._keys(self.codes), stable=True)
         self._bucket_items = bucket_items.to(torch.int32 if self.n_items < 2**31 else torch.int64)
@@ -184,6 +221,12 @@ class SIDIndex:
         for size in reversed(self.codebook_sizes):
             # Floor division by the last radix keeps keys sorted, so unique_consecutive suffices.
             self._prefix_keys.insert(0, torch.unique_consecutive(self._prefix_keys[0] // size))
+        parents = [torch.zeros(1, dtype=torch.long), *self._prefix_keys[1:-1]]  # one root, even when empty
+        self._child_starts = [_run_starts(children, keys * size)
+                              for keys, children, size in zip(parents, self._prefix_keys[1:], self.codebook_sizes)]
+        self._child_codes = [(children % size).to(self.codes.dtype)
+                             for children, size in zip(self._prefix_keys[1:], self.codebook_sizes)]
+        self._item_starts = _run_starts(self._sorted_keys, self._prefix_keys[-1])
 
     def _keys(self, codes: torch.Tensor) -> torch.Tensor:
         """Mixed-radix keys of in-range codes [..., j]."""
@@ -239,6 +282,13 @@ def _ranges(table: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[to
     """(start, count) of the entries of a sorted 1-D table that lie in [lo, hi), elementwise."""
     starts = torch.searchsorted(table, lo)
     return starts, torch.searchsorted(table, hi) - starts
+
+
+def _run_starts(table: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
+    """Where each run of a sorted table begins, given each run's smallest possible value, plus len(table);
+    no runs read as one empty run, so that looking up a missing node (-1, clamped to 0) stays in range."""
+    end = torch.tensor([table.numel()])
+    return torch.cat([torch.searchsorted(table, firsts) if firsts.numel() else end, end])
 
 
 def _csr(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
