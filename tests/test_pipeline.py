@@ -63,6 +63,39 @@ def test_run_directory_and_epoch_log(trained_run):
     assert not list(trained_run.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_train_threads_hold_from_the_text_encoding_on(command, tiny_config, trained_run, tmp_path, monkeypatch):
+    """The dataset's text encoding runs on train.threads, not on torch's default of every core."""
+    import shutil
+
+    import yaml
+
+    class Encoding(Exception):
+        pass
+
+    def encode_corpus(*args, **kwargs):
+        raise Encoding(torch.get_num_threads())
+
+    monkeypatch.setattr(pipeline, "encode_corpus", encode_corpus)
+    config = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"threads": 1})})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(Encoding) as seen:
+            if command == "train":
+                pipeline.train(config, tmp_path / "run", progress=False)
+            else:
+                run = tmp_path / "copy"
+                shutil.copytree(trained_run, run)
+                saved = yaml.safe_load((run / "config.yaml").read_text())
+                saved["train"]["threads"] = 1
+                (run / "config.yaml").write_text(yaml.safe_dump(saved))
+                pipeline.evaluate_run(run, "valid")
+    finally:
+        torch.set_num_threads(before)
+    assert seen.value.args == (1,)
+
+
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_config, tiny_corpus, trained_run,
                                                                     tmp_path, monkeypatch):
     from dgi.training.trainer import Trainer

@@ -152,7 +152,8 @@ class TrainConfig(Section):
                               "invalid-SID rate and teacher-forced NTP per level each epoch (about 3x "
                               "the validation cost); false: the dense path and the configured rule only")
     select_metric: str = "ndcg@10"
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch and FAISS threads for everything `dgi train`, "
+                                "`--resume` and `dgi eval` do, the text encoding included (None: every core)")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where bf16 is native (CUDA with bf16, a CPU with "
         "AVX512-BF16 or AMX), else fp32; code assignment, scaled logits and losses always run in fp32")

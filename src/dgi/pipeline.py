@@ -10,7 +10,7 @@ import torch
 from dgi.config import Config
 from dgi.data.corpus import EncodedCorpus, encode_corpus
 from dgi.data import carve_message, carve_validation, load_dataset
-from dgi.device import resolve_device
+from dgi.device import resolve_device, set_threads
 from dgi.data.encoders import EmbeddingCache, cached_encoder
 from dgi.evaluation.evaluate import evaluate, filled_rankings
 from dgi.search.index import SIDIndex
@@ -38,6 +38,14 @@ def _note(message: str) -> None:
 
 def text_encoder(config: Config) -> EmbeddingCache:
     return cached_encoder(config.encoder.model, config.encoder.batch_size, config.encoder.cache_dir)
+
+
+def use_threads(config: Config) -> None:
+    """`train.threads`, when set, for all a command does: set before the text encoding and the dataset
+    preparation, which would otherwise run on torch's default of every core (two single-thread jobs on
+    two cores each encoding on both oversubscribe them)."""
+    if config.train.threads:
+        set_threads(config.train.threads)
 
 
 def prepare_corpus(config: Config) -> EncodedCorpus:
@@ -87,6 +95,7 @@ def train(config: Config, run_dir: str | Path, corpus: EncodedCorpus | None = No
     if run.exists():
         raise FileExistsError(f"{run.path} already holds a run: use `dgi train --resume {run.path}` or a new --out")
     group.barrier()  # every process has looked before process 0 creates the run
+    use_threads(config)
     corpus = corpus or prepare_corpus(config)
     configured = config
     config = schedule_for(config, len(corpus.splits["train"].targets), min_joint_steps)
@@ -112,6 +121,7 @@ def resume(run_dir: str | Path, progress: bool = True) -> RunDirectory:
     """Continue an interrupted run from its last checkpoint."""
     run = RunDirectory(Path(run_dir))
     config = run.config()
+    use_threads(config)
     corpus = prepare_corpus(config)
     trainer = Trainer(config, corpus, run, progress)
     trainer.resume()
@@ -184,6 +194,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
         raise ValueError(f"trec_depth must be >= 1, got {trec_depth}")
     run = RunDirectory(Path(run_dir))
     config = run.config()
+    use_threads(config)
     corpus = corpus or prepare_corpus(config)
     if split not in corpus.splits or not len(corpus.splits[split].targets):
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
