@@ -24,15 +24,11 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from dgi.config import load_config
 from dgi.io import write_json
-from dgi.nets.model import DGIModel
 from dgi.provenance import git_commit, machine
-from dgi.retriever import Retriever
-from dgi.search.index import SIDIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scale import CONFIG, HISTORY, clustered_catalogue  # noqa: E402
+from scale import HISTORY, random_retriever  # noqa: E402
 
 K = 10
 
@@ -60,14 +56,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    config = load_config([CONFIG], ["search.rule=lexicographic"])
-    torch.manual_seed(0)
-    model = DGIModel(config, config.model.width, config.quantizer.codebook_sizes, 0).eval()
-    vectors = clustered_catalogue(args.items, config.model.width, torch.Generator().manual_seed(args.items))
-    model.quantizer.kmeans_init(vectors, 5, seed=0)
-    with torch.no_grad():
-        index = SIDIndex.build(model.quantizer.encode(vectors), model.quantizer.codebook_sizes)
-    retriever = Retriever(model, index, vectors, [str(i) for i in range(args.items)], [""] * args.items, config.search)
+    retriever = random_retriever(args.items)
+    model, config = retriever.model, retriever.model.config
     histories = torch.full((args.queries, config.data.max_history), -1, dtype=torch.long)
     histories[:, -HISTORY:] = torch.randint(args.items, (args.queries, HISTORY), generator=torch.Generator().manual_seed(1))
 

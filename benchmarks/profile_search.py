@@ -23,30 +23,16 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from dgi.config import load_config
 from dgi.io import write_text
-from dgi.nets.model import DGIModel
 from dgi.provenance import git_commit, machine
 from dgi.retriever import Retriever
 from dgi.search.beam import beam_search
-from dgi.search.index import SIDIndex
 
 sys.path.insert(0, str(Path(__file__).parent))
 import scale  # noqa: E402
 from compile_search import CallCounter  # noqa: E402
 
 MATMUL_FLOPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul")
-
-
-def build(n: int) -> Retriever:
-    config = load_config([scale.CONFIG], ["search.rule=lexicographic"])
-    torch.manual_seed(0)
-    model = DGIModel(config, config.model.width, config.quantizer.codebook_sizes, 0).eval()
-    vectors = scale.clustered_catalogue(n, config.model.width, torch.Generator().manual_seed(n))
-    model.quantizer.kmeans_init(vectors, 5, seed=0)
-    with torch.no_grad():
-        index = SIDIndex.build(model.quantizer.encode(vectors), model.quantizer.codebook_sizes)
-    return Retriever(model, index, vectors, [str(i) for i in range(n)], [""] * n, config.search)
 
 
 @torch.no_grad()
@@ -136,7 +122,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    retriever = build(args.items)
+    retriever = scale.random_retriever(args.items)
     sections = [f"# Constrained beam search profile ({args.items:,} items, 1 thread, beam 20, lexicographic)\n",
                 f"Command: `{' '.join(['python', *map(shlex.quote, sys.argv)])}`; commit {git_commit()}; "
                 f"machine {machine()}.\n"]

@@ -89,6 +89,19 @@ def released_resident_bytes() -> int:
     return resident_bytes()
 
 
+def random_retriever(n: int, kmeans_iterations: int = 5) -> Retriever:
+    """The Beauty-sized random model over the clustered n-item catalogue (seeded by n), lexicographic rule,
+    float32 vectors: what the profiling benchmarks time (`measure_size` builds its own, timing the build)."""
+    config = load_config([CONFIG], ["search.rule=lexicographic"])
+    torch.manual_seed(0)
+    model = DGIModel(config, config.model.width, config.quantizer.codebook_sizes, 0).eval()
+    vectors = clustered_catalogue(n, config.model.width, torch.Generator().manual_seed(n))
+    model.quantizer.kmeans_init(vectors, kmeans_iterations, seed=0)
+    with torch.no_grad():
+        index = SIDIndex.build(model.quantizer.encode(vectors), model.quantizer.codebook_sizes)
+    return Retriever(model, index, vectors, [str(i) for i in range(n)], [""] * n, config.search)
+
+
 def measure_size(n: int, args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(n)
     config = load_config([CONFIG], ["search.rule=lexicographic", f"search.item_vectors={args.item_vectors}"])
