@@ -199,6 +199,7 @@ def main() -> None:
                         help="how DGI's retriever holds the item vectors (search.item_vectors)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # now, not after the last size's minutes of work
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     load_before = machine()["load_average_1min"]
@@ -207,11 +208,11 @@ def main() -> None:
         results[str(n)] = measure_size(n, args)
         print(json.dumps({n: results[str(n)]}), flush=True)
     by_size = {int(n): {m: r for m, r in methods.items() if m != "catalogue"} for n, methods in results.items()}
-    args.out.with_suffix(".png").write_bytes(scale_png(by_size))
     write_json(args.out, {**results, "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
                           "git_commit": git_commit(), "machine": {**machine(), "load_average_1min_before": load_before},
                           "threads": args.threads, "device": args.device, "item_vectors": args.item_vectors, "history_items": HISTORY, "k": K,
                           "batch": BATCH})
+    args.out.with_suffix(".png").write_bytes(scale_png(by_size))
 
 
 if __name__ == "__main__":
