@@ -101,8 +101,8 @@ def _valid_candidates(index: SIDIndex, depth: int, nodes: Tensor, scores: Tensor
     Work after the model call scales with the number of valid children, not with W * K.
     """
     batch, width, size = logp.shape
-    live = nodes.masked_fill(scores == float("-inf"), -1).reshape(-1)
-    child, child_node, beam = index.children(live, depth)  # beam: flat b * W + w of each candidate
+    # Dead beams already sit at node -1 (no children): `beam_search` marks them.
+    child, child_node, beam = index.children(nodes.reshape(-1), depth)  # beam: flat b * W + w of each candidate
     value = scores.reshape(-1).index_select(0, beam) + logp.reshape(-1).index_select(0, beam * size + child)
     query = beam // width
     column, n_cols = _layout(query, batch)
