@@ -49,6 +49,9 @@ class ParentStep(TableStep):
     """The same table, but each beam's prefix is rebuilt from its parent's (as a caching decoder does):
     its parent's prefix at the previous call plus its own last code. Wrong parents change the result."""
 
+    def __init__(self, table: TableStep) -> None:  # the same tables, its own call log
+        self.sizes, self.tables, self.calls = table.sizes, table.tables, []
+
     def __call__(self, prefixes: torch.Tensor, parents: torch.Tensor | None = None) -> torch.Tensor:
         if prefixes.shape[-1]:
             inherited = self.previous[torch.arange(prefixes.shape[0])[:, None], parents]
@@ -122,8 +125,7 @@ def test_beam_search_matches_reference(problem, constrained) -> None:
 def test_both_searches_name_each_beams_parent(problem, constrained) -> None:
     """A step that trusts the parents it is given scores like one that reads the whole prefix."""
     index, step, batch, beam, _ = problem
-    inherit = ParentStep.__new__(ParentStep)
-    inherit.__dict__.update(step.__dict__, calls=[])
+    inherit = ParentStep(step)
     for search in (beam_search, reference_beam_search):
         _assert_beams_equal(search(inherit, batch, index, beam, constrained=constrained),
                             search(step, batch, index, beam, constrained=constrained))
