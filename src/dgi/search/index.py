@@ -125,21 +125,12 @@ class SIDIndex:
         child, row = self._expand(self._child_starts[depth], nodes)
         return self._child_codes[depth].index_select(0, child).long(), child, row
 
-    def items_of_nodes(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Items of full-SID tree nodes [n] (-1: none): item ids (ascending within a node) and their row."""
-        slots, row = self._expand(self._item_starts, nodes)
-        return self._bucket_items.index_select(0, slots).long(), row
-
     @staticmethod
     def _expand(starts: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The slots starts[n] .. starts[n + 1] of every node n (none for -1) and the row of each slot."""
         at = nodes.clamp(min=0)
         first = starts.index_select(0, at)
-        counts = (starts.index_select(0, at + 1) - first) * (nodes >= 0)
-        row = torch.repeat_interleave(counts)
-        # Slot = the row's first slot + rank within the row, the rank being (position - row offset).
-        shift = (first - (counts.cumsum(0) - counts)).index_select(0, row)
-        return torch.arange(row.numel()) + shift, row
+        return _slots(first, (starts.index_select(0, at + 1) - first) * (nodes >= 0))
 
     # ---------------------------------------------------------------- growth and statistics
 
@@ -212,8 +203,7 @@ class SIDIndex:
         keys of all length-j prefixes (j = 0..m). The tree: ``_child_starts[j][n]`` is the first child
         (a depth-(j+1) node id) of depth-j node n, with a final entry closing the last run (a node's
         children keys lie in [key * K, (key + 1) * K), so the runs are contiguous);
-        ``_child_codes[j]`` the last code of each depth-(j+1) node; ``_item_starts[n]`` the first slot
-        of full-SID node n in ``_sorted_keys``.
+        ``_child_codes[j]`` the last code of each depth-(j+1) node.
         """
         self._sorted_keys, bucket_items = torch.sort(self._keys(self.codes), stable=True)
         self._bucket_items = bucket_items.to(torch.int32 if self.n_items < 2**31 else torch.int64)
@@ -226,7 +216,6 @@ class SIDIndex:
                               for keys, children, size in zip(parents, self._prefix_keys[1:], self.codebook_sizes)]
         self._child_codes = [(children % size).to(self.codes.dtype)
                              for children, size in zip(self._prefix_keys[1:], self.codebook_sizes)]
-        self._item_starts = _run_starts(self._sorted_keys, self._prefix_keys[-1])
 
     def _keys(self, codes: torch.Tensor) -> torch.Tensor:
         """Mixed-radix keys of in-range codes [..., j]."""
@@ -293,7 +282,11 @@ def _run_starts(table: torch.Tensor, firsts: torch.Tensor) -> torch.Tensor:
 
 def _csr(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Expand row ranges [start, start + count) into flat table slots plus CSR offsets."""
-    offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    # Slot = row start + rank within the row, with the rank written as (output position - row offset).
-    shift = torch.repeat_interleave(starts - offsets[:-1], counts)
-    return torch.arange(int(offsets[-1])) + shift, offsets
+    return _slots(starts, counts)[0], torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+
+
+def _slots(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expand row ranges [start, start + count) into flat table slots and the row of each slot."""
+    row = torch.repeat_interleave(counts)
+    # Slot = the row's start + rank within the row, the rank being (output position - row offset).
+    return torch.arange(row.numel()) + (starts - (counts.cumsum(0) - counts)).index_select(0, row), row
