@@ -62,22 +62,27 @@ class DecoderBlock(nn.Module):
         x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
         return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
-    def step(self, x: Tensor, past: Tensor | None, memory_kv: tuple[Tensor, Tensor],
+    def step(self, x: Tensor, past: list[Tensor], memory_kv: tuple[Tensor, Tensor],
              memory_attend: Tensor) -> tuple[Tensor, Tensor]:
         """Inference on each beam's newest position only: x [B, W, 1, d] and the keys/values of the beam's
-        earlier positions ([2, B, W, heads, T-1, d/heads], None at the first) -> its output and the
-        keys/values of all T positions. The same function as `forward` on the whole prefix, at a T-th of
-        the cost, in few torch calls (a batch-1 search is bound by their count, not by arithmetic)."""
+        earlier positions (one [2, B, W or 1, heads, d/heads] per position; W = 1 where all beams of a query
+        share it, as they share the root) -> its output and the newest position's keys/values
+        [2, B, W, heads, d/heads]. The same function as `forward` on the whole prefix, at a T-th of the cost.
+
+        Attention over the few positions of a SID is a softmax over T <= m scores, computed position by
+        position: no concatenated key/value cache to copy per step, and a shared position stays shared."""
         batch, beams, _, width = x.shape
-        qkv = self.self_qkv(self.self_norm(x)).view(batch, beams, 1, 3, self.heads, width // self.heads)
-        qkv = qkv.permute(3, 0, 1, 4, 2, 5)  # [3, B, W, heads, 1, d/heads]
-        key_values = qkv[1:] if past is None else torch.cat([past, qkv[1:]], dim=4)
-        rows = (batch * beams, self.heads, -1, width // self.heads)
-        key, value = key_values[0].reshape(rows), key_values[1].reshape(rows)
-        # The newest position sees all earlier ones; with one query position, merging heads is a reshape.
-        attended = attention(qkv[0].reshape(rows), key, value, None, 0.0, False).reshape(x.shape)
-        x = x + self.self_out(attended)
-        return self._cross_and_feed_forward(x, memory_kv, memory_attend), key_values
+        head_dim = width // self.heads
+        qkv = self.self_qkv(self.self_norm(x)).view(batch, beams, 3, self.heads, head_dim).movedim(2, 0)
+        positions = [*past, qkv[1:]]
+        if len(positions) == 1:  # a single position attends to itself alone: its value
+            attended = qkv[2]
+        else:
+            query = qkv[0] * head_dim**-0.5
+            weights = torch.stack([(query * kv[0]).sum(-1) for kv in positions], -1).softmax(-1)
+            attended = sum(weights[..., p, None] * kv[1] for p, kv in enumerate(positions))
+        x = x + self.self_out(attended.reshape(x.shape))
+        return self._cross_and_feed_forward(x, memory_kv, memory_attend), qkv[1:]
 
 
 @dataclass
@@ -111,16 +116,16 @@ class SIDDecoder(nn.Module):
         return x
 
     def step(self, newest: Tensor, position: int, memory: DecoderMemory,
-             past: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
-        """Each beam's newest input [B, W, 1, d] at `position` -> its hidden state [B, W, 1, d] and every
-        block's self-attention keys/values of positions 0..position ([2, B, W, heads, position + 1, d/heads],
-        for the next step)."""
+             past: list[list[Tensor]]) -> tuple[Tensor, list[Tensor]]:
+        """Each beam's newest input [B, W, 1, d] at `position` and, per block, the keys/values of its earlier
+        positions (see `DecoderBlock.step`; empty lists at position 0) -> its hidden state [B, W, 1, d] and
+        every block's keys/values of the newest position [2, B, W, heads, d/heads]."""
         x = newest + self.level_embedding[position]
-        kept = []
-        for index, (block, key_value) in enumerate(zip(self.blocks, memory.key_values)):
-            x, cache = block.step(x, None if past is None else past[index], key_value, memory.attend)
-            kept.append(cache)
-        return x, kept
+        newest_kv = []
+        for block, block_past, key_value in zip(self.blocks, past, memory.key_values):
+            x, kv = block.step(x, block_past, key_value, memory.attend)
+            newest_kv.append(kv)
+        return x, newest_kv
 
 
 class CodeHeads(nn.Module):
