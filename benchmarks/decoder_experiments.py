@@ -9,6 +9,9 @@
   # the beam width of each rule, on a run's selected model (validation)
   python benchmarks/decoder_experiments.py beams runs/beauty --widths 20,50,100 \
       --out benchmarks/results/decoder-experiments-amazon-beauty/beams.json
+  # the fused rule's weight on the cosine (beam log-prob + w * cos) at each beam width (validation)
+  python benchmarks/decoder_experiments.py fusion runs/beauty --weights 1,5,10,20 --widths 20,50 \
+      --out benchmarks/results/decoder-experiments-amazon-beauty/fusion.json
 
 A variant continues from the base run's last checkpoint, so every variant shares the same towers up to
 the end of the base's joint phase (same seed, same data) and differs only in what the overrides change;
@@ -27,12 +30,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
+import numpy as np
 import torch
+import yaml
 
 from dgi import pipeline
 from dgi.config import apply_overrides, load_config
+from dgi.evaluation.evaluate import batches, relevance, split_size
+from dgi.evaluation.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
 from dgi.figures import learning_curves_png
 from dgi.io import write_json
 from dgi.provenance import git_commit, machine
@@ -129,6 +134,35 @@ def beam_widths(run_dir: Path, widths: list[int], metric: str = "ndcg@10") -> di
             "by_rule_and_width": table}
 
 
+def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metric: str = "ndcg@10") -> dict:
+    """Validation `metric` of the fused rule (beam log-prob + w * cosine) for each weight w and beam width,
+    next to the lexicographic and rerank rules and the dense path, on the run's selected model. One beam
+    search per batch and width serves every rule and weight."""
+    run = RunDirectory(run_dir)
+    config = run.config()
+    corpus = pipeline.prepare_corpus(config)
+    retriever = pipeline.load_trained(run, corpus)
+    n, k = split_size(corpus, "valid", config.train.eval_examples), max(DEFAULT_KS)
+    methods = ["dense"] + [f"{rule}/{width}" for width in widths for rule in ("lexicographic", "rerank")] \
+        + [f"fused/{width}/{weight:g}" for width in widths for weight in weights]
+    ranked = {method: np.full((n, k), -1, dtype=np.int64) for method in methods}
+    for rows, history, queries, has_query in batches(corpus, "valid", n, config.search.batch_size):
+        with torch.no_grad():
+            context = retriever.context(history, queries, has_query)
+            ranked["dense"][rows] = retriever.dense_from_context(context, k)[0].numpy()
+            for width in widths:
+                beams = retriever.beams(context, width)
+                rankings = {f"{rule}/{width}": (rule, 1.0) for rule in ("lexicographic", "rerank")}
+                rankings.update({f"fused/{width}/{weight:g}": ("fused", weight) for weight in weights})
+                for method, (rule, weight) in rankings.items():
+                    retriever.search_config = config.search.model_copy(update={"fusion_weight": weight})
+                    items = retriever.rank(context, beams, k, rule).items.numpy()
+                    ranked[method][rows, : items.shape[1]] = items
+    relevant = relevance(corpus.splits["valid"], n)
+    scores = {method: mean_metrics(per_query_metrics(ranking, relevant))[metric] for method, ranking in ranked.items()}
+    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": n, "by_method": scores}
+
+
 def _levels(values: list[float] | None) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "—"
 
@@ -148,14 +182,21 @@ def main() -> None:
     beams.add_argument("run", type=Path)
     beams.add_argument("--widths", default="20,50,100")
     beams.add_argument("--out", type=Path, required=True)
+    fusion = commands.add_parser("fusion")
+    fusion.add_argument("run", type=Path)
+    fusion.add_argument("--weights", default="1,2,5,10,20,40")
+    fusion.add_argument("--widths", default="20,50")
+    fusion.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "variant":
         run_variant(args.base, args.out, args.overrides)
-    elif args.command == "beams":
-        result = beam_widths(args.run, [int(w) for w in args.widths.split(",")])
+    elif args.command in ("beams", "fusion"):
+        widths = [int(w) for w in args.widths.split(",")]
+        result = beam_widths(args.run, widths) if args.command == "beams" else \
+            fusion_weights(args.run, [float(w) for w in args.weights.split(",")], widths)
         write_json(args.out, {"command": " ".join(["python", *map(shlex.quote, sys.argv)]), "git_commit": git_commit(),
                               "machine": machine(), **result})
-        print(json.dumps(result["by_rule_and_width"], indent=2))
+        print(json.dumps(result.get("by_rule_and_width", result.get("by_method")), indent=2))
     else:
         write_table(args.runs, args.out, args.metric, " ".join(["python", *map(shlex.quote, sys.argv)]))
 

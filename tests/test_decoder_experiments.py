@@ -42,3 +42,15 @@ def test_beam_widths_scores_every_rule_at_every_width_on_validation(trained_run)
     for rule in table:
         assert set(table[rule]) == {"5", "10"} and all(0.0 <= v <= 1.0 for v in table[rule].values())
     assert table["dense"]["5"] == table["dense"]["10"]  # the dense path has no beam
+
+
+def test_fusion_weights_agree_with_the_rules_scored_one_search_at_a_time(trained_run):
+    experiments = load_script()
+    result = experiments.fusion_weights(trained_run, [1.0, 20.0], [5])
+    scores, alone = result["by_method"], experiments.beam_widths(trained_run, [5])["by_rule_and_width"]
+    assert result["split"] == "valid"
+    assert set(scores) == {"dense", "lexicographic/5", "rerank/5", "fused/5/1", "fused/5/20"}
+    for rule in ("lexicographic", "rerank"):
+        assert scores[f"{rule}/5"] == alone[rule]["5"]
+    assert scores["fused/5/1"] == alone["fused"]["5"]  # the configured weight is 1.0
+    assert scores["dense"] == alone["dense"]["5"]
