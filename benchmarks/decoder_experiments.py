@@ -37,7 +37,7 @@ import yaml
 from dgi import pipeline
 from dgi.config import apply_overrides, load_config
 from dgi.evaluation.evaluate import batches, relevance, split_size
-from dgi.evaluation.metrics import DEFAULT_KS, mean_metrics, per_query_metrics
+from dgi.evaluation.metrics import DEFAULT_KS, bucketed_metrics, mean_metrics, per_query_metrics, popularity_buckets
 from dgi.figures import learning_curves_png
 from dgi.io import write_json
 from dgi.provenance import git_commit, machine
@@ -136,8 +136,9 @@ def beam_widths(run_dir: Path, widths: list[int], metric: str = "ndcg@10") -> di
 
 def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metric: str = "ndcg@10") -> dict:
     """Validation `metric` of the fused rule (beam log-prob + w * cosine) for each weight w and beam width,
-    next to the lexicographic and rerank rules and the dense path, on the run's selected model. One beam
-    search per batch and width serves every rule and weight."""
+    next to the lexicographic and rerank rules and the dense path, on the run's selected model, and each
+    one's HR@10 on the least popular bucket's targets. One beam search per batch and width serves every
+    rule and weight."""
     run = RunDirectory(run_dir)
     config = run.config()
     corpus = pipeline.prepare_corpus(config)
@@ -158,9 +159,15 @@ def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metri
                     retriever.search_config = config.search.model_copy(update={"fusion_weight": weight})
                     items = retriever.rank(context, beams, k, rule).items.numpy()
                     ranked[method][rows, : items.shape[1]] = items
-    relevant = relevance(corpus.splits["valid"], n)
-    scores = {method: mean_metrics(per_query_metrics(ranking, relevant))[metric] for method, ranking in ranked.items()}
-    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": n, "by_method": scores}
+    relevant, targets = relevance(corpus.splits["valid"], n), corpus.splits["valid"].targets[:n]
+    buckets = popularity_buckets(corpus.popularity)
+    scores, tail = {}, {}
+    for method, ranking in ranked.items():
+        per_query = per_query_metrics(ranking, relevant)
+        scores[method] = mean_metrics(per_query)[metric]
+        tail[method] = bucketed_metrics(per_query, targets, buckets)[buckets.names[-1]]["hit@10"]
+    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": n, "by_method": scores,
+            f"{buckets.names[-1]}_hit@10_by_method": tail}
 
 
 def _levels(values: list[float] | None) -> str:

@@ -54,3 +54,5 @@ def test_fusion_weights_agree_with_the_rules_scored_one_search_at_a_time(trained
         assert scores[f"{rule}/5"] == alone[rule]["5"]
     assert scores["fused/5/1"] == alone["fused"]["5"]  # the configured weight is 1.0
     assert scores["dense"] == alone["dense"]["5"]
+    assert set(result["B4_hit@10_by_method"]) == set(scores)
+    assert all(0.0 <= v <= 1.0 for v in result["B4_hit@10_by_method"].values())
