@@ -12,6 +12,10 @@
   # the fused rule's weight on the cosine (beam log-prob + w * cos) at each beam width (validation)
   python benchmarks/decoder_experiments.py fusion runs/beauty --weights 1,5,10,20 --widths 20,50 \
       --out benchmarks/results/decoder-experiments-amazon-beauty/fusion.json
+  # per SID level, how well the decoder ranks the target's next code given its true prefix, against the
+  # codeword geometry and the dense path's own view of the tree (validation)
+  python benchmarks/decoder_experiments.py levels runs/beauty \
+      --out benchmarks/results/decoder-experiments-amazon-beauty/levels.json
 
 A variant continues from the base run's last checkpoint, so every variant shares the same towers up to
 the end of the base's joint phase (same seed, same data) and differs only in what the overrides change;
@@ -170,6 +174,59 @@ def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metri
             f"{buckets.names[-1]}_hit@10_by_method": tail}
 
 
+LEVEL_SCORERS = ("decoder", "geometry", "dense")
+
+
+def level_scores(retriever, context, target_codes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """Per SID level j, three scores [B, K_j] of each valid child of the target's true level-1..j prefix:
+    the decoder's teacher-forced logits; the codeword geometry, cos(context, prefix codewords + child's
+    codeword) (what a decoder that re-quantises the context would say); and the dense path's view of
+    the tree, the best cosine of an item under the child. Invalid children score -inf throughout."""
+    model, codes = retriever.model, retriever.index.codes.long()
+    logits = model.level_logits(context, model.quantizer.codewords(target_codes))
+    cosines = context.vector @ retriever.item_vectors.to(context.vector.dtype).T  # [B, N]
+    prefix_sum = torch.zeros_like(context.vector)
+    out = []
+    for j, codebook in enumerate(model.quantizer.codebooks):
+        under = (codes[None, :, :j] == target_codes[:, None, :j]).all(-1)  # [B, N] items under the prefix
+        dense = torch.full((len(cosines), len(codebook)), float("-inf")).scatter_reduce(
+            1, codes[:, j].expand_as(cosines), cosines.masked_fill(~under, float("-inf")), "amax")
+        geometry = torch.nn.functional.normalize(prefix_sum[:, None] + codebook[None], dim=-1) @ context.vector[..., None]
+        valid = dense > float("-inf")
+        out.append({"decoder": logits[j].masked_fill(~valid, float("-inf")),
+                    "geometry": geometry[..., 0].masked_fill(~valid, float("-inf")), "dense": dense})
+        prefix_sum = prefix_sum + codebook[target_codes[:, j]]
+    return out
+
+
+def level_recall(run_dir: Path, ks: tuple[int, ...] = (1, 5, 20)) -> dict:
+    """Conditional recall@k per SID level, scorer and popularity bucket on validation: whether the
+    target's level-j code is among the k best-scored valid children of its true prefix."""
+    run = RunDirectory(run_dir)
+    config = run.config()
+    corpus = pipeline.prepare_corpus(config)
+    retriever = pipeline.load_trained(run, corpus)
+    n = split_size(corpus, "valid", config.train.eval_examples)
+    buckets = popularity_buckets(corpus.popularity)
+    depth = retriever.index.depth
+    hits = {(scorer, k): np.zeros((n, depth), dtype=bool) for scorer in LEVEL_SCORERS for k in ks}
+    for rows, history, queries, has_query in batches(corpus, "valid", n, config.search.batch_size):
+        with torch.no_grad():
+            context = retriever.context(history, queries, has_query)
+            targets = retriever.index.codes[torch.from_numpy(corpus.splits["valid"].targets[rows])].long()
+            for j, scores in enumerate(level_scores(retriever, context, targets)):
+                for scorer, score in scores.items():
+                    target = score.gather(1, targets[:, j : j + 1])
+                    rank = (score > target).sum(1)  # ties counted in the target's favour
+                    for k in ks:
+                        hits[scorer, k][rows, j] = (rank < k).numpy()
+    bucket = buckets.bucket_of_item[corpus.splits["valid"].targets[:n]]
+    groups = {"overall": np.ones(n, dtype=bool)} | {name: bucket == b for b, name in enumerate(buckets.names)}
+    table = {scorer: {f"recall@{k}": {group: [round(float(v), 4) for v in hits[scorer, k][mask].mean(0)]
+                                      for group, mask in groups.items()} for k in ks} for scorer in LEVEL_SCORERS}
+    return {"run": str(run_dir), "split": "valid", "examples": n, "by_scorer": table}
+
+
 def _levels(values: list[float] | None) -> str:
     return " / ".join(f"{v:.3f}" for v in values) if values else "—"
 
@@ -194,16 +251,22 @@ def main() -> None:
     fusion.add_argument("--weights", default="1,2,5,10,20,40")
     fusion.add_argument("--widths", default="20,50")
     fusion.add_argument("--out", type=Path, required=True)
+    levels = commands.add_parser("levels")
+    levels.add_argument("run", type=Path)
+    levels.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "variant":
         run_variant(args.base, args.out, args.overrides)
-    elif args.command in ("beams", "fusion"):
-        widths = [int(w) for w in args.widths.split(",")]
-        result = beam_widths(args.run, widths) if args.command == "beams" else \
-            fusion_weights(args.run, [float(w) for w in args.weights.split(",")], widths)
+    elif args.command in ("beams", "fusion", "levels"):
+        if args.command == "levels":
+            result = level_recall(args.run)
+        else:
+            widths = [int(w) for w in args.widths.split(",")]
+            result = beam_widths(args.run, widths) if args.command == "beams" else \
+                fusion_weights(args.run, [float(w) for w in args.weights.split(",")], widths)
         write_json(args.out, {"command": " ".join(["python", *map(shlex.quote, sys.argv)]), "git_commit": git_commit(),
                               "machine": machine(), **result})
-        print(json.dumps(result.get("by_rule_and_width", result.get("by_method")), indent=2))
+        print(json.dumps({key: value for key, value in result.items() if key.startswith("by_")}, indent=2))
     else:
         write_table(args.runs, args.out, args.metric, " ".join(["python", *map(shlex.quote, sys.argv)]))
 

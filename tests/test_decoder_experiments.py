@@ -56,3 +56,33 @@ def test_fusion_weights_agree_with_the_rules_scored_one_search_at_a_time(trained
     assert scores["dense"] == alone["dense"]["5"]
     assert set(result["B4_hit@10_by_method"]) == set(scores)
     assert all(0.0 <= v <= 1.0 for v in result["B4_hit@10_by_method"].values())
+
+
+def test_level_recall_of_the_decoder_at_level_one_is_the_beams_level_one_recall(trained_run):
+    import torch
+
+    from dgi import pipeline
+    from dgi.evaluation.evaluate import batches
+    from dgi.training.run import RunDirectory
+    from dgi.training.validation import prefix_recall
+
+    experiments = load_script()
+    run = RunDirectory(trained_run)
+    corpus = pipeline.prepare_corpus(run.config())
+    retriever = pipeline.load_trained(run, corpus)
+    rows, history, queries, has_query = next(batches(corpus, "valid", 40, 40))
+    targets = retriever.index.codes[torch.from_numpy(corpus.splits["valid"].targets[rows])].long()
+    with torch.no_grad():
+        context = retriever.context(history, queries, has_query)
+        levels = experiments.level_scores(retriever, context, targets)
+        kept = prefix_recall(retriever.beams(context, 2), targets)[:, 0]
+    first = levels[0]["decoder"]
+    in_top_two = (first > first.gather(1, targets[:, :1])).sum(1) < 2
+    assert torch.equal(in_top_two, kept)
+    for j, scores in enumerate(levels):  # the target is always a valid child of its own prefix
+        for score in scores.values():
+            assert torch.isfinite(score.gather(1, targets[:, j:j + 1])).all()
+    result = experiments.level_recall(trained_run, ks=(1, 5))["by_scorer"]
+    for scorer in ("decoder", "geometry", "dense"):
+        one, five = result[scorer]["recall@1"]["overall"], result[scorer]["recall@5"]["overall"]
+        assert all(0.0 <= a <= b <= 1.0 for a, b in zip(one, five))
