@@ -48,6 +48,21 @@ def test_report_has_every_rule_buckets_and_index_health(test_report, trained_run
     assert lines and len(lines[0].split()) == 6
 
 
+def test_eval_searches_a_trained_run_differently_without_touching_its_own_evaluation(trained_run, tiny_corpus, tmp_path):
+    own = pipeline.evaluate_run(trained_run, "valid", tmp_path / "own", limit=60, corpus=tiny_corpus)
+    wide = pipeline.evaluate_run(trained_run, "valid", tmp_path / "wide", limit=60, corpus=tiny_corpus,
+                                 search=["search.beam_size=2", "search.fusion_weight=50"])
+    assert wide["search_overrides"] == ["search.beam_size=2", "search.fusion_weight=50"] and wide["beam_size"] == 2
+    assert wide["methods"]["dense"]["overall"] == own["methods"]["dense"]["overall"]  # the same trained model
+    assert wide["methods"]["generative/lexicographic"]["overall"] != own["methods"]["generative/lexicographic"]["overall"]
+    with pytest.raises(ValueError, match="only search"):
+        pipeline.evaluate_run(trained_run, "valid", tmp_path / "x", corpus=tiny_corpus, search=["model.width=8"])
+    with pytest.raises(ValueError, match="--out"):
+        pipeline.evaluate_run(trained_run, "valid", corpus=tiny_corpus, search=["search.beam_size=2"])
+    result = CliRunner().invoke(app, ["eval", str(trained_run), "--split", "valid", "--set", "train.lr=1"])
+    assert result.exit_code != 0 and "only search.* settings" in result.output
+
+
 def test_run_directory_and_epoch_log(trained_run):
     run = RunDirectory(trained_run)
     for path in (run.config_file, run.info_file, run.best_file, run.last_file, run.index_file, run.log_file):

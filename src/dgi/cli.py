@@ -144,11 +144,13 @@ def evaluate(
     # 100 = pipeline.TREC_DEPTH, spelled out because the pipeline (and torch) load only when a command runs
     trec_depth: Annotated[int, typer.Option(min=1, help="results per query in the TREC run files (a generative "
                                             "rule's bucket items, then the dense path's)")] = 100,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="search.key=value: search the trained "
+                                                           "model differently (needs --out)")] = None,
 ) -> None:
     """HitRate/NDCG@{1,5,10,20}, MRR, per popularity bucket, invalid-SID rate; metrics.json + a TREC run per method."""
     from dgi import pipeline
 
-    report = pipeline.evaluate_run(run, split, out, limit, trec_depth=trec_depth)
+    report = pipeline.evaluate_run(run, split, out, limit, trec_depth=trec_depth, search=overrides or [])
     console.print(metrics_table(f"{run} — {split} ({report['n_examples']} examples)",
                                 {name: method["overall"] for name, method in report["methods"].items()}))
     if "index" in report:  # a dense-only dual encoder has no SIDs

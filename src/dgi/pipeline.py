@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from dgi.config import Config
+from dgi.config import Config, ConfigError, load_config
 from dgi.data.corpus import EncodedCorpus, encode_corpus
 from dgi.data import carve_message, carve_validation, load_dataset
 from dgi.device import resolve_device, set_threads
@@ -176,9 +177,18 @@ def _load_trained(run: RunDirectory, corpus: EncodedCorpus | None, device: str |
     return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, encoder), corpus
 
 
+def searched_with(config: Config, overrides: Sequence[str]) -> Config:
+    """`config` with `search.key=value` overrides applied; any other section is refused (the model was
+    trained with it)."""
+    trained = [override for override in overrides if not override.startswith("search.")]
+    if trained:
+        raise ConfigError(f"only search.* settings can change after training, got {', '.join(trained)}")
+    return load_config([], overrides, base=config.model_dump(mode="json")) if overrides else config
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None,
                  limit: int | None = None, corpus: EncodedCorpus | None = None, device: str | None = None,
-                 trec_depth: int = TREC_DEPTH) -> dict:
+                 trec_depth: int = TREC_DEPTH, search: Sequence[str] = ()) -> dict:
     """Evaluate the best checkpoint; write metrics.json and one TREC run per method to RUN/eval-SPLIT/.
 
     metrics.json holds each method's metrics at k <= 20 on its own ranking (`evaluate`). The run files,
@@ -189,18 +199,27 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     order) with scores strictly below the rule's, so tools that order by score keep the ranks
     (`fill_ranking`). Where a rule returned fewer than 20 items, its file's top 20 thus hold dense
     items that metrics.json did not score.
+
+    `search` overrides (`search.key=value`) change how the trained model searches (beam width, fusion
+    weight, ...), never what it learnt; they need their own `out_dir`, so the run's own evaluation is
+    not replaced by a variant's.
     """
     if trec_depth < 1:
         raise ValueError(f"trec_depth must be >= 1, got {trec_depth}")
     run = RunDirectory(Path(run_dir))
-    config = run.config()
+    config = searched_with(run.config(), search)
+    if search and out_dir is None:
+        raise ValueError("search overrides need their own output directory (--out), so the run's "
+                         f"eval-{split} is not replaced by a variant's")
     use_threads(config)
     corpus = corpus or prepare_corpus(config)
     if split not in corpus.splits or not len(corpus.splits[split].targets):
         raise ValueError(f"split {split!r} is empty or missing in {config.data.path}")
     retriever, corpus = _load_trained(run, corpus, device)
+    retriever.search_config = config.search
     with torch.no_grad():
         report, rankings = evaluate(retriever, corpus, split, limit=limit, depth=trec_depth)
+    report["search_overrides"] = list(search)
     runs = filled_rankings(rankings)
     out = Path(out_dir) if out_dir else run.path / f"eval-{split}"
     write_json(out / "metrics.json", report)
