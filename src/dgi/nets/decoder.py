@@ -62,27 +62,30 @@ class DecoderBlock(nn.Module):
         x = x + dropout(self.cross_out(attended).reshape(x.shape), p, training)
         return x + dropout(self.ffn(self.ffn_norm(x)), p, training)
 
-    def step(self, x: Tensor, past: list[Tensor], memory_kv: tuple[Tensor, Tensor],
-             memory_attend: Tensor) -> tuple[Tensor, Tensor]:
-        """Inference on each beam's newest position only: x [B, W, 1, d] and the keys/values of the beam's
-        earlier positions (one [2, B, W or 1, heads, d/heads] per position; W = 1 where all beams of a query
-        share it, as they share the root) -> its output and the newest position's keys/values
-        [2, B, W, heads, d/heads]. The same function as `forward` on the whole prefix, at a T-th of the cost.
+    def step(self, x: Tensor, past: list[tuple[Tensor, Tensor]], memory_kv: tuple[Tensor, Tensor],
+             memory_attend: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Inference on each beam's newest position only: x [B, W, 1, d] and the (key, value) of each of the
+        beam's earlier positions ([B, W or 1, heads, d/heads]; W = 1 where all beams of a query share it, as
+        they share the root) -> its output and the newest position's (key, value) [B, W, heads, d/heads].
+        The same function as `forward` on the whole prefix, at a T-th of the cost.
 
         Attention over the few positions of a SID is a softmax over T <= m scores, computed position by
         position: no concatenated key/value cache to copy per step, and a shared position stays shared."""
         batch, beams, _, width = x.shape
         head_dim = width // self.heads
-        qkv = self.self_qkv(self.self_norm(x)).view(batch, beams, 3, self.heads, head_dim).movedim(2, 0)
-        positions = [*past, qkv[1:]]
-        if len(positions) == 1:  # a single position attends to itself alone: its value
-            attended = qkv[2]
+        query, key, value = self.self_qkv(self.self_norm(x)).view(batch, beams, 3, self.heads, head_dim).unbind(2)
+        if not past:  # a single position attends to itself alone: its value
+            attended = value
         else:
-            query = qkv[0] * head_dim**-0.5
-            weights = torch.stack([(query * kv[0]).sum(-1) for kv in positions], -1).softmax(-1)
-            attended = sum(weights[..., p, None] * kv[1] for p, kv in enumerate(positions))
+            query = query * head_dim**-0.5
+            keys, values = [k for k, _ in past] + [key], [v for _, v in past] + [value]
+            weights = torch.stack([torch.linalg.vecdot(query, k) for k in keys], -1).softmax(-1)
+            first, *rest = weights.unsqueeze(-1).unbind(-2)
+            attended = first * values[0]
+            for weight, v in zip(rest, values[1:]):
+                attended = torch.addcmul(attended, weight, v)
         x = x + self.self_out(attended.reshape(x.shape))
-        return self._cross_and_feed_forward(x, memory_kv, memory_attend), qkv[1:]
+        return self._cross_and_feed_forward(x, memory_kv, memory_attend), (key, value)
 
 
 @dataclass
@@ -116,10 +119,10 @@ class SIDDecoder(nn.Module):
         return x
 
     def step(self, newest: Tensor, position: int, memory: DecoderMemory,
-             past: list[list[Tensor]]) -> tuple[Tensor, list[Tensor]]:
-        """Each beam's newest input [B, W, 1, d] at `position` and, per block, the keys/values of its earlier
-        positions (see `DecoderBlock.step`; empty lists at position 0) -> its hidden state [B, W, 1, d] and
-        every block's keys/values of the newest position [2, B, W, heads, d/heads]."""
+             past: list[list[tuple[Tensor, Tensor]]]) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Each beam's newest input [B, W, 1, d] at `position` and, per block, the (key, value) of each of its
+        earlier positions (see `DecoderBlock.step`; empty lists at position 0) -> its hidden state
+        [B, W, 1, d] and every block's (key, value) of the newest position [B, W, heads, d/heads]."""
         x = newest + self.level_embedding[position]
         newest_kv = []
         for block, block_past, key_value in zip(self.blocks, past, memory.key_values):

@@ -333,9 +333,9 @@ class IncrementalSteps:
     def __init__(self, model: DGIModel, context: Context, memory: DecoderMemory) -> None:
         self.model, self.context, self.memory = model, context, memory
         self.chosen: Tensor | None = None  # [B, W_prev, d] each previous beam's codewords, summed
-        # Per block, per earlier position, keys/values [2, B, W_prev or 1, heads, d/heads]: the root's
+        # Per block, per earlier position, (key, value) [B, W_prev or 1, heads, d/heads]: the root's
         # (position 0) are one per query, shared by all its beams; later ones are one per beam.
-        self.past: list[list[Tensor]] = [[] for _ in model.decoder.blocks]
+        self.past: list[list[tuple[Tensor, Tensor]]] = [[] for _ in model.decoder.blocks]
 
     def __call__(self, prefix: Tensor, parents: Tensor | None) -> Tensor:
         batch, beams, depth = prefix.shape
@@ -345,12 +345,12 @@ class IncrementalSteps:
             chosen = vector.new_zeros(batch, beams, vector.shape[-1])
         else:
             # Each beam's parent as a row of the previous step's [B * W_prev] beams: one contiguous gather.
-            width = self.chosen.shape[1]
-            flat = (torch.arange(batch, device=prefix.device)[:, None] * width + parents).reshape(-1)
+            flat = parents[0] if batch == 1 else \
+                (torch.arange(batch, device=prefix.device)[:, None] * self.chosen.shape[1] + parents).flatten()
             newest_codeword = model.quantizer.codebooks[depth - 1][prefix[:, :, -1].long()]
-            chosen = self.chosen.reshape(batch * width, -1).index_select(0, flat).view(batch, beams, -1) \
-                + newest_codeword
-            self.past = [[root, *(_rows(kv, flat, batch, beams) for kv in later)] for root, *later in self.past]
+            chosen = _rows(self.chosen, flat, beams) + newest_codeword
+            self.past = [[root, *((_rows(k, flat, beams), _rows(v, flat, beams)) for k, v in later)]
+                         for root, *later in self.past]
         newest = model.next_decoder_input(vector, chosen, newest_codeword)
         hidden, newest_kv = model.decoder.step(newest.unsqueeze(2), depth, self.memory, self.past)
         for block_past, kv in zip(self.past, newest_kv):
@@ -359,6 +359,6 @@ class IncrementalSteps:
         return F.log_softmax(model.heads(hidden[:, :, 0], depth, model.quantizer.codebooks, chosen), dim=-1)
 
 
-def _rows(kv: Tensor, flat: Tensor, batch: int, beams: int) -> Tensor:
-    """Keys/values [2, B, W_prev, ...] -> those of the beams' parents [2, B, W, ...] (`flat`: b * W_prev + parent)."""
-    return kv.reshape(2, -1, *kv.shape[3:]).index_select(1, flat).view(2, batch, beams, *kv.shape[3:])
+def _rows(state: Tensor, flat: Tensor, beams: int) -> Tensor:
+    """Per-beam state [B, W_prev, ...] -> that of each beam's parent [B, W, ...] (`flat`: b * W_prev + parent)."""
+    return state.flatten(0, 1).index_select(0, flat).unflatten(0, (-1, beams))
