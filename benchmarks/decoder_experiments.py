@@ -12,6 +12,9 @@
   # the fused rule's weight on the cosine (beam log-prob + w * cos) at each beam width (validation)
   python benchmarks/decoder_experiments.py fusion runs/beauty --weights 1,5,10,20 --widths 20,50 \
       --out benchmarks/results/decoder-experiments-amazon-beauty/fusion.json
+  # search settings of a trained run, each a set of search.* overrides (validation)
+  python benchmarks/decoder_experiments.py search runs/beauty --try "search.level_weights=[1,0.5,0.25]" \
+      --try "search.level_weights=[1,1,1]" --out benchmarks/results/decoder-experiments-amazon-beauty/search.json
   # per SID level, how well the decoder ranks the target's next code given its true prefix, against the
   # codeword geometry and the dense path's own view of the tree (validation)
   python benchmarks/decoder_experiments.py levels runs/beauty \
@@ -46,7 +49,7 @@ from dgi.figures import learning_curves_png
 from dgi.io import write_json
 from dgi.provenance import git_commit, machine
 from dgi.training.run import RunDirectory
-from dgi.training.validation import validation_report
+from dgi.training.validation import prefix_recall, validation_report
 
 RULES = ("lexicographic", "fused", "rerank")
 
@@ -174,6 +177,45 @@ def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metri
             f"{buckets.names[-1]}_hit@10_by_method": tail}
 
 
+def search_settings(run_dir: Path, settings: list[list[str]], metric: str = "ndcg@10") -> dict:
+    """Validation `metric` and least-popular-bucket HR@10 of every rule, and beam recall per SID level, for
+    each search setting (a list of `search.key=value` overrides) on the run's selected model. Each batch's
+    context is encoded once for every setting: only the search changes."""
+    run = RunDirectory(run_dir)
+    config = run.config()
+    corpus = pipeline.prepare_corpus(config)
+    retriever = pipeline.load_trained(run, corpus)
+    n, k = split_size(corpus, "valid", config.train.eval_examples), max(DEFAULT_KS)
+    split = corpus.splits["valid"]
+    with torch.no_grad():
+        contexts = [(rows, retriever.context(history, queries, has_query))
+                    for rows, history, queries, has_query in batches(corpus, "valid", n, config.search.batch_size)]
+    relevant, buckets = relevance(split, n), popularity_buckets(corpus.popularity)
+    tail = buckets.names[-1]
+    results = []
+    for overrides in settings:
+        search = pipeline.searched_with(config, overrides).search
+        retriever.search_config = search
+        ranked = {rule: np.full((n, k), -1, dtype=np.int64) for rule in RULES}
+        recall = np.zeros((n, retriever.index.depth), dtype=bool)
+        with torch.no_grad():
+            for rows, context in contexts:
+                beams, wide = retriever.beams(context, search.beam_size), retriever.beams(context, search.rerank_beam_size)
+                for rule, rule_beams in (("lexicographic", beams), ("fused", beams), ("rerank", wide)):
+                    items = retriever.rank(context, rule_beams, k, rule).items.numpy()
+                    ranked[rule][rows, : items.shape[1]] = items
+                targets = retriever.index.codes[torch.from_numpy(split.targets[rows])].long()
+                recall[rows] = prefix_recall(beams, targets).numpy()
+        row = {"overrides": overrides, "beam_recall": [round(float(v), 4) for v in recall.mean(0)]}
+        for rule, ranking in ranked.items():
+            per_query = per_query_metrics(ranking, relevant)
+            row[rule] = {metric: mean_metrics(per_query)[metric],
+                         f"{tail}_hit@10": bucketed_metrics(per_query, split.targets[:n], buckets)[tail]["hit@10"]}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": n, "by_setting": results}
+
+
 LEVEL_SCORERS = ("decoder", "geometry", "dense")
 
 
@@ -251,15 +293,22 @@ def main() -> None:
     fusion.add_argument("--weights", default="1,2,5,10,20,40")
     fusion.add_argument("--widths", default="20,50")
     fusion.add_argument("--out", type=Path, required=True)
+    search = commands.add_parser("search")
+    search.add_argument("run", type=Path)
+    search.add_argument("--try", dest="settings", action="append", required=True,
+                        help="one setting: whitespace-separated search.key=value overrides (repeatable)")
+    search.add_argument("--out", type=Path, required=True)
     levels = commands.add_parser("levels")
     levels.add_argument("run", type=Path)
     levels.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "variant":
         run_variant(args.base, args.out, args.overrides)
-    elif args.command in ("beams", "fusion", "levels"):
+    elif args.command in ("beams", "fusion", "levels", "search"):
         if args.command == "levels":
             result = level_recall(args.run)
+        elif args.command == "search":
+            result = search_settings(args.run, [setting.split() for setting in args.settings])
         else:
             widths = [int(w) for w in args.widths.split(",")]
             result = beam_widths(args.run, widths) if args.command == "beams" else \

@@ -86,3 +86,17 @@ def test_level_recall_of_the_decoder_at_level_one_is_the_beams_level_one_recall(
     for scorer in ("decoder", "geometry", "dense"):
         one, five = result[scorer]["recall@1"]["overall"], result[scorer]["recall@5"]["overall"]
         assert all(0.0 <= a <= b <= 1.0 for a, b in zip(one, five))
+
+
+def test_search_settings_score_every_rule_per_setting_and_one_scale_on_every_level_changes_nothing(trained_run):
+    experiments = load_script()
+    result = experiments.search_settings(trained_run, [[], ["search.level_weights=[2,2,2]"],
+                                                       ["search.level_weights=[1,0.1,0.1]"]])
+    plain, scaled, weighted = result["by_setting"]
+    assert result["split"] == "valid" and scaled["overrides"] == ["search.level_weights=[2,2,2]"]
+    for key in ("beam_recall", "lexicographic", "rerank"):  # fused adds a cosine to the scaled beam score
+        assert plain[key] == scaled[key]
+    width = str(yaml.safe_load((trained_run / "config.yaml").read_text())["search"]["beam_size"])
+    alone = experiments.beam_widths(trained_run, [int(width)])["by_rule_and_width"]
+    assert plain["lexicographic"]["ndcg@10"] == alone["lexicographic"][width]
+    assert len(weighted["beam_recall"]) == 3 and all(0.0 <= v <= 1.0 for v in weighted["beam_recall"])

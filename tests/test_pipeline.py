@@ -318,3 +318,41 @@ def test_bf16_decoder_steps_give_valid_beams_close_to_fp32(trained_run, tiny_cor
     assert len(sids) == 5 * 64 and bool(retriever.index.is_valid(sids).all())  # constrained: every SID exists
     same_first = sum(a[0].item_id == b[0].item_id for a, b in zip(exact, fast)) / 64
     assert same_first > 0.8  # bf16 may reorder near-tied beams, rarely more
+
+
+def test_level_weights_scale_each_levels_log_probs_in_the_beam_score(trained_run, tiny_corpus):
+    from dgi.search.beam import reference_beam_search
+
+    retriever = load_retriever(trained_run)
+    histories = [list(example.history) for example in tiny_corpus.dataset.splits["test"][:16]]
+    history, queries, has_query = retriever._encode_inputs([None] * 16, histories)
+    with torch.no_grad():
+        context = retriever.context(history, queries, has_query)
+        plain = retriever.beams(context, 4)
+        weights = [1.0, 0.5, 0.25]
+        retriever.search_config = retriever.search_config.model_copy(update={"level_weights": weights})
+        weighted = retriever.beams(context, 4)
+        memory = retriever.model.decoder.memory(context.memory, context.padding)
+        reference = reference_beam_search(  # the whole prefix through the decoder, each level's log-probs weighted
+            lambda prefix, _: retriever.model.step_log_probs(context, prefix, memory) * weights[prefix.shape[2]],
+            16, retriever.index, 4)
+        retriever.search_config = retriever.search_config.model_copy(update={"level_weights": [2.0, 1.0, 0.5]})
+        doubled = retriever.beams(context, 4)
+    assert torch.equal(weighted.codes, reference.codes)
+    assert torch.allclose(weighted.scores, reference.scores, atol=1e-4)
+    assert not torch.equal(weighted.codes, plain.codes)  # the weights change which beams survive
+    assert torch.equal(doubled.codes, weighted.codes)  # one factor on every level changes nothing but the scale
+    assert torch.allclose(doubled.scores, 2 * weighted.scores, atol=1e-4)
+    retriever.search_config = retriever.search_config.model_copy(update={"level_weights": [1.0, 0.5]})
+    with pytest.raises(ValueError, match="level_weights has 2 entries"):
+        retriever.beams(context, 4)
+
+
+def test_level_weights_are_checked_against_the_sid_levels():
+    from dgi.config import ConfigError, load_config
+
+    assert load_config([], ["search.level_weights=[1, 0.5, 0.25]"]).search.level_weights == [1.0, 0.5, 0.25]
+    with pytest.raises(ConfigError, match="level_weights has 2 entries for 3 SID levels"):
+        load_config([], ["search.level_weights=[1, 0.5]"])
+    with pytest.raises(ConfigError, match="must all be > 0"):
+        load_config([], ["search.level_weights=[1, 0, 1]"])

@@ -173,6 +173,17 @@ class SearchConfig(Section):
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="the decoder's steps in beam search: bf16 autocast is about 1.5x faster batched on a "
         "CPU with AVX512-BF16 (auto: where native) but may reorder near-tied beams; log-probs stay fp32")
+    level_weights: list[float] | None = Field(
+        None, description="a weight per SID level on its log-probs in a beam's score (None: all 1, the plain "
+        "sum); weights below 1 on the deeper levels trust the coarse level more when beams of different "
+        "parents compete; scaling every weight by one factor changes neither the beams nor the lexicographic order "
+        "(the fused rule's fusion_weight is relative to the weighted score). Chosen on validation")
+
+    @model_validator(mode="after")
+    def _positive_level_weights(self) -> SearchConfig:
+        if self.level_weights is not None and min(self.level_weights, default=1.0) <= 0:
+            raise ValueError(f"search.level_weights must all be > 0, got {self.level_weights}")
+        return self
 
 
 class Config(Section):
@@ -193,6 +204,9 @@ class Config(Section):
         if self.model.geometry == "dot" and t.joint_epochs:
             raise ValueError("model.geometry=dot is the dense dual-encoder baseline: set train.joint_epochs=0 "
                              "(the DGI ablation without cosine is quantizer.logits=dot)")
+        weights = self.search.level_weights
+        if weights is not None and len(weights) != self.quantizer.levels:
+            raise ValueError(f"search.level_weights has {len(weights)} entries for {self.quantizer.levels} SID levels")
         if self.loss.ntp_dense_targets and not t.decoder_epochs:
             raise ValueError("loss.ntp_dense_targets acts in the decoder phase only: set train.decoder_epochs")
         return self

@@ -110,10 +110,14 @@ class Retriever:
         memory = self.model.decoder.memory(context.memory, context.padding)  # once for every level
         dtype = autocast_dtype(self.device, self.search_config.precision)
         steps = self.model.incremental_steps(context, memory)  # each step computes the newest position only
+        weights = self.search_config.level_weights
+        if weights is not None and len(weights) != self.index.depth:
+            raise ValueError(f"search.level_weights has {len(weights)} entries for an index of {self.index.depth} levels")
 
         def step(prefix: Tensor, parents: Tensor | None) -> Tensor:
             with autocast(self.device, dtype):
-                return steps(prefix.to(self.device), None if parents is None else parents.to(self.device)).float().cpu()
+                logp = steps(prefix.to(self.device), None if parents is None else parents.to(self.device)).float()
+            return (logp if weights is None else logp * weights[prefix.shape[2]]).cpu()
 
         return beam_search(step, len(context.vector), self.index, beam_size, constrained)
 
