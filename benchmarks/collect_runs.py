@@ -2,8 +2,10 @@
 
     python benchmarks/collect_runs.py --out benchmarks/results/NAME.json --command "..." RUN [RUN ...]
 
-Each run must have been evaluated (`dgi eval RUN --split test`). The file records the git commit and
-the machine, so a table in the README can always be traced to what produced it.
+Each run must have been evaluated (`dgi eval RUN --split test`; `--test-eval eval-test-lw` reads the test
+evaluation a `dgi eval --set search... --out RUN/eval-test-lw` wrote instead, and records its overrides).
+The file records the git commit and the machine, so a table in the README can always be traced to what
+produced it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dgi.io import write_json
 from dgi.provenance import git_commit, machine
 
 
-def collect(run: Path) -> dict:
+def collect(run: Path, test_eval: str = "eval-test") -> dict:
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    evaluations = {split: json.loads((run / f"eval-{split}" / "metrics.json").read_text())
-                   for split in ("valid", "test") if (run / f"eval-{split}" / "metrics.json").exists()}
+    folders = {"valid": "eval-valid", "test": test_eval}
+    evaluations = {split: json.loads((run / folder / "metrics.json").read_text())
+                   for split, folder in folders.items() if (run / folder / "metrics.json").exists()}
     test = evaluations.get("test")
     return {
         "run": str(run),
@@ -33,6 +36,7 @@ def collect(run: Path) -> dict:
         "test": None if test is None else {name: method["overall"] for name, method in test["methods"].items()},
         "test_buckets": None if test is None else {name: method["buckets"] for name, method in test["methods"].items()},
         "invalid_sid_rate": None if test is None else test["invalid_sid_rate"],
+        "test_search_overrides": None if test is None else test.get("search_overrides", []),
         "valid": {name: method["overall"] for name, method in evaluations["valid"]["methods"].items()}
         if "valid" in evaluations else None,
     }
@@ -64,8 +68,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--command", required=True, help="the exact command(s) that produced the runs")
     parser.add_argument("--note", default="")
+    parser.add_argument("--test-eval", default="eval-test", help="each run's folder of test metrics")
     args = parser.parse_args()
-    runs = [collect(run) for run in args.runs]
+    runs = [collect(run, args.test_eval) for run in args.runs]
     write_json(args.out, {
         "command": args.command, "note": args.note, "git_commit": git_commit(), "machine": machine(),
         "runs": runs,
