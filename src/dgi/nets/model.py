@@ -333,8 +333,8 @@ class IncrementalSteps:
     def __init__(self, model: DGIModel, context: Context, memory: DecoderMemory) -> None:
         self.model, self.context, self.memory = model, context, memory
         self.chosen: Tensor | None = None  # [B, W_prev, d] each previous beam's codewords, summed
-        # Per block, per earlier position, (key, value) [B, W_prev or 1, heads, d/heads]: the root's
-        # (position 0) are one per query, shared by all its beams; later ones are one per beam.
+        # Per block, per earlier position, (key, value) [B, W_prev or 1, heads, d/heads]; a beam dimension
+        # of 1 is shared by all beams of the query (the root's, position 0, always is).
         self.past: list[list[tuple[Tensor, Tensor]]] = [[] for _ in model.decoder.blocks]
 
     def __call__(self, prefix: Tensor, parents: Tensor | None) -> Tensor:
@@ -349,8 +349,7 @@ class IncrementalSteps:
                 (torch.arange(batch, device=prefix.device)[:, None] * self.chosen.shape[1] + parents).flatten()
             newest_codeword = model.quantizer.codebooks[depth - 1][prefix[:, :, -1].long()]
             chosen = _rows(self.chosen, flat, beams) + newest_codeword
-            self.past = [[root, *((_rows(k, flat, beams), _rows(v, flat, beams)) for k, v in later)]
-                         for root, *later in self.past]
+            self.past = [[tuple(_rows(state, flat, beams) for state in kv) for kv in block] for block in self.past]
         newest = model.next_decoder_input(vector, chosen, newest_codeword)
         hidden, newest_kv = model.decoder.step(newest.unsqueeze(2), depth, self.memory, self.past)
         for block_past, kv in zip(self.past, newest_kv):
@@ -360,5 +359,8 @@ class IncrementalSteps:
 
 
 def _rows(state: Tensor, flat: Tensor, beams: int) -> Tensor:
-    """Per-beam state [B, W_prev, ...] -> that of each beam's parent [B, W, ...] (`flat`: b * W_prev + parent)."""
+    """Per-beam state [B, W_prev, ...] -> that of each beam's parent [B, W, ...] (`flat`: b * W_prev + parent).
+    A state with one row per query ([B, 1, ...]) is every beam's parent's already: kept, not copied."""
+    if state.shape[1] == 1:
+        return state
     return state.flatten(0, 1).index_select(0, flat).unflatten(0, (-1, beams))
