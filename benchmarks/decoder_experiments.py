@@ -9,12 +9,10 @@
   # the beam width of each rule, on a run's selected model (validation)
   python benchmarks/decoder_experiments.py beams runs/beauty --widths 20,50,100 \
       --out benchmarks/results/decoder-experiments-amazon-beauty/beams.json
-  # the fused rule's weight on the cosine (beam log-prob + w * cos) at each beam width (validation)
-  python benchmarks/decoder_experiments.py fusion runs/beauty --weights 1,5,10,20 --widths 20,50 \
-      --out benchmarks/results/decoder-experiments-amazon-beauty/fusion.json
-  # search settings of a trained run, each a set of search.* overrides (validation)
+  # search settings of a trained run, each a set of search.* overrides (validation): level weights,
+  # the fused rule's cosine weight, beam widths
   python benchmarks/decoder_experiments.py search runs/beauty --try "search.level_weights=[1,0.5,0.25]" \
-      --try "search.level_weights=[1,1,1]" --out benchmarks/results/decoder-experiments-amazon-beauty/search.json
+      --try "search.fusion_weight=20 search.beam_size=50" --out benchmarks/results/decoder-experiments-amazon-beauty/search.json
   # per SID level, how well the decoder ranks the target's next code given its true prefix, against the
   # codeword geometry and the dense path's own view of the tree (validation)
   python benchmarks/decoder_experiments.py levels runs/beauty \
@@ -119,14 +117,19 @@ def write_table(run_dirs: list[Path], out: Path, metric: str, command: str) -> N
     print("\n".join(lines))
 
 
+def _trained(run_dir: Path):
+    """A run's config, its corpus and its selected model as a retriever."""
+    run = RunDirectory(run_dir)
+    config = run.config()
+    corpus = pipeline.prepare_corpus(config)
+    return config, corpus, pipeline.load_trained(run, corpus)
+
+
 def beam_widths(run_dir: Path, widths: list[int], metric: str = "ndcg@10") -> dict:
     """Validation `metric` of every rule at each beam width, on the run's selected model: the width is a
     search setting, chosen here on validation like the rule. Rerank ranks the union of the beams' buckets,
     so its width and the others' are the same number here."""
-    run = RunDirectory(run_dir)
-    config = run.config()
-    corpus = pipeline.prepare_corpus(config)
-    retriever = pipeline.load_trained(run, corpus)
+    config, corpus, retriever = _trained(run_dir)
     table: dict[str, dict[str, float]] = {}
     for width in widths:
         for rule in RULES:
@@ -141,50 +144,11 @@ def beam_widths(run_dir: Path, widths: list[int], metric: str = "ndcg@10") -> di
             "by_rule_and_width": table}
 
 
-def fusion_weights(run_dir: Path, weights: list[float], widths: list[int], metric: str = "ndcg@10") -> dict:
-    """Validation `metric` of the fused rule (beam log-prob + w * cosine) for each weight w and beam width,
-    next to the lexicographic and rerank rules and the dense path, on the run's selected model, and each
-    one's HR@10 on the least popular bucket's targets. One beam search per batch and width serves every
-    rule and weight."""
-    run = RunDirectory(run_dir)
-    config = run.config()
-    corpus = pipeline.prepare_corpus(config)
-    retriever = pipeline.load_trained(run, corpus)
-    n, k = split_size(corpus, "valid", config.train.eval_examples), max(DEFAULT_KS)
-    methods = ["dense"] + [f"{rule}/{width}" for width in widths for rule in ("lexicographic", "rerank")] \
-        + [f"fused/{width}/{weight:g}" for width in widths for weight in weights]
-    ranked = {method: np.full((n, k), -1, dtype=np.int64) for method in methods}
-    for rows, history, queries, has_query in batches(corpus, "valid", n, config.search.batch_size):
-        with torch.no_grad():
-            context = retriever.context(history, queries, has_query)
-            ranked["dense"][rows] = retriever.dense_from_context(context, k)[0].numpy()
-            for width in widths:
-                beams = retriever.beams(context, width)
-                rankings = {f"{rule}/{width}": (rule, 1.0) for rule in ("lexicographic", "rerank")}
-                rankings.update({f"fused/{width}/{weight:g}": ("fused", weight) for weight in weights})
-                for method, (rule, weight) in rankings.items():
-                    retriever.search_config = config.search.model_copy(update={"fusion_weight": weight})
-                    items = retriever.rank(context, beams, k, rule).items.numpy()
-                    ranked[method][rows, : items.shape[1]] = items
-    relevant, targets = relevance(corpus.splits["valid"], n), corpus.splits["valid"].targets[:n]
-    buckets = popularity_buckets(corpus.popularity)
-    scores, tail = {}, {}
-    for method, ranking in ranked.items():
-        per_query = per_query_metrics(ranking, relevant)
-        scores[method] = mean_metrics(per_query)[metric]
-        tail[method] = bucketed_metrics(per_query, targets, buckets)[buckets.names[-1]]["hit@10"]
-    return {"run": str(run_dir), "metric": metric, "split": "valid", "examples": n, "by_method": scores,
-            f"{buckets.names[-1]}_hit@10_by_method": tail}
-
-
 def search_settings(run_dir: Path, settings: list[list[str]], metric: str = "ndcg@10") -> dict:
     """Validation `metric` and least-popular-bucket HR@10 of every rule, and beam recall per SID level, for
     each search setting (a list of `search.key=value` overrides) on the run's selected model. Each batch's
     context is encoded once for every setting: only the search changes."""
-    run = RunDirectory(run_dir)
-    config = run.config()
-    corpus = pipeline.prepare_corpus(config)
-    retriever = pipeline.load_trained(run, corpus)
+    config, corpus, retriever = _trained(run_dir)
     n, k = split_size(corpus, "valid", config.train.eval_examples), max(DEFAULT_KS)
     split = corpus.splits["valid"]
     with torch.no_grad():
@@ -244,10 +208,7 @@ def level_scores(retriever, context, target_codes: torch.Tensor) -> list[dict[st
 def level_recall(run_dir: Path, ks: tuple[int, ...] = (1, 5, 20)) -> dict:
     """Conditional recall@k per SID level, scorer and popularity bucket on validation: whether the
     target's level-j code is among the k best-scored valid children of its true prefix."""
-    run = RunDirectory(run_dir)
-    config = run.config()
-    corpus = pipeline.prepare_corpus(config)
-    retriever = pipeline.load_trained(run, corpus)
+    config, corpus, retriever = _trained(run_dir)
     n = split_size(corpus, "valid", config.train.eval_examples)
     buckets = popularity_buckets(corpus.popularity)
     depth = retriever.index.depth
@@ -288,11 +249,6 @@ def main() -> None:
     beams.add_argument("run", type=Path)
     beams.add_argument("--widths", default="20,50,100")
     beams.add_argument("--out", type=Path, required=True)
-    fusion = commands.add_parser("fusion")
-    fusion.add_argument("run", type=Path)
-    fusion.add_argument("--weights", default="1,2,5,10,20,40")
-    fusion.add_argument("--widths", default="20,50")
-    fusion.add_argument("--out", type=Path, required=True)
     search = commands.add_parser("search")
     search.add_argument("run", type=Path)
     search.add_argument("--try", dest="settings", action="append", required=True,
@@ -304,15 +260,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "variant":
         run_variant(args.base, args.out, args.overrides)
-    elif args.command in ("beams", "fusion", "levels", "search"):
+    elif args.command in ("beams", "levels", "search"):
         if args.command == "levels":
             result = level_recall(args.run)
         elif args.command == "search":
             result = search_settings(args.run, [setting.split() for setting in args.settings])
         else:
-            widths = [int(w) for w in args.widths.split(",")]
-            result = beam_widths(args.run, widths) if args.command == "beams" else \
-                fusion_weights(args.run, [float(w) for w in args.weights.split(",")], widths)
+            result = beam_widths(args.run, [int(w) for w in args.widths.split(",")])
         write_json(args.out, {"command": " ".join(["python", *map(shlex.quote, sys.argv)]), "git_commit": git_commit(),
                               "machine": machine(), **result})
         print(json.dumps({key: value for key, value in result.items() if key.startswith("by_")}, indent=2))
