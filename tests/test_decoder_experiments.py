@@ -59,15 +59,11 @@ def test_search_settings_agree_with_the_rules_scored_one_search_at_a_time(traine
 def test_level_recall_of_the_decoder_at_level_one_is_the_beams_level_one_recall(trained_run):
     import torch
 
-    from dgi import pipeline
     from dgi.evaluation.evaluate import batches
-    from dgi.training.run import RunDirectory
     from dgi.training.validation import prefix_recall
 
     experiments = load_script()
-    run = RunDirectory(trained_run)
-    corpus = pipeline.prepare_corpus(run.config())
-    retriever = pipeline.load_trained(run, corpus)
+    _, corpus, retriever = experiments._trained(trained_run)
     rows, history, queries, has_query = next(batches(corpus, "valid", 40, 40))
     targets = retriever.index.codes[torch.from_numpy(corpus.splits["valid"].targets[rows])].long()
     with torch.no_grad():

@@ -204,11 +204,15 @@ class Config(Section):
         if self.model.geometry == "dot" and t.joint_epochs:
             raise ValueError("model.geometry=dot is the dense dual-encoder baseline: set train.joint_epochs=0 "
                              "(the DGI ablation without cosine is quantizer.logits=dot)")
+        if self.loss.ntp_dense_targets and not t.decoder_epochs:
+            raise ValueError("loss.ntp_dense_targets acts in the decoder phase only: set train.decoder_epochs")
+        return self
+
+    @model_validator(mode="after")
+    def _a_level_weight_per_sid_level(self) -> Config:
         weights = self.search.level_weights
         if weights is not None and len(weights) != self.quantizer.levels:
             raise ValueError(f"search.level_weights has {len(weights)} entries for {self.quantizer.levels} SID levels")
-        if self.loss.ntp_dense_targets and not t.decoder_epochs:
-            raise ValueError("loss.ntp_dense_targets acts in the decoder phase only: set train.decoder_epochs")
         return self
 
 
