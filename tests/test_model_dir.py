@@ -73,6 +73,38 @@ def test_items_added_after_loading_survive_a_save_and_load(model_copy, tiny_corp
     assert "NEW-1" in [hit.item_id for hit in found]
 
 
+def test_training_counts_travel_with_the_model_and_correct_every_sid_by_its_prior(model_copy, tiny_corpus):
+    retriever = Retriever.load(model_copy)
+    assert retriever.item_counts.tolist() == tiny_corpus.popularity.tolist()
+    context = retriever.context(torch.zeros(2, 1, dtype=torch.long), tiny_corpus.item_embeddings[[4, 9]],
+                                torch.ones(2, dtype=torch.bool))
+    every_sid = retriever.index.n_items  # a beam this wide keeps every valid SID: the search is exhaustive
+    plain = retriever.beams(context, every_sid)
+    retriever.search_config = retriever.search_config.model_copy(update={"popularity_correction": 0.5})
+    corrected = retriever.beams(context, every_sid)
+    prior = retriever.popularity_prior()
+    for row in range(2):
+        want = {tuple(sid): score for sid, score in zip(plain.codes[row].tolist(), plain.scores[row].tolist())
+                if sid[0] >= 0}
+        got = {tuple(sid): score for sid, score in zip(corrected.codes[row].tolist(), corrected.scores[row].tolist())
+               if sid[0] >= 0}
+        assert got.keys() == want.keys()
+        for sid, score in got.items():
+            log_prior = sum(float(prior.log_conditional(torch.tensor(sid[:j], dtype=torch.long).view(1, 1, j))[0, 0, sid[j]])
+                            for j in range(len(sid)))
+            assert score == pytest.approx(want[sid] - 0.5 * log_prior, abs=1e-4)
+    retriever.add_items([Item(id="NEW-2", text="a brand new lipstick")])  # no training interactions yet
+    assert retriever.item_counts[-1] == 0 and retriever.popularity_prior().index.n_items == len(retriever)
+
+
+def test_a_model_without_training_counts_refuses_the_popularity_correction(model_copy):
+    retriever = Retriever.load(model_copy)
+    retriever.item_counts = None
+    retriever.search_config = retriever.search_config.model_copy(update={"popularity_correction": 0.5})
+    with pytest.raises(ValueError, match="training counts.*dgi export"):
+        retriever.search([None], [[retriever.item_ids[0]]], k=3)
+
+
 def test_catalogue_is_stored_compactly(model_copy):
     from safetensors import safe_open
 

@@ -178,6 +178,11 @@ class SearchConfig(Section):
         "sum); weights below 1 on the deeper levels trust the coarse level more when beams of different "
         "parents compete; scaling every weight by one factor changes neither the beams nor the lexicographic order "
         "(the fused rule's fusion_weight is relative to the weighted score). Chosen on validation")
+    popularity_correction: float = Field(
+        0.0, ge=0.0, description="subtract this share of the training popularity prior, log P_train(next "
+        "code | prefix), from every level's log-probs (logit adjustment, dgi.search.prior): the decoder's beams "
+        "stop favouring codes that many training targets share, which lifts rarely seen items. 0: off; "
+        "chosen on validation. Needs the items' training counts, which a run and its exported model directory carry")
 
     @model_validator(mode="after")
     def _positive_level_weights(self) -> SearchConfig:

@@ -4,7 +4,8 @@
                          fingerprint: its vector of a fixed probe text), codebook sizes, item count,
                          and the byte size + sha256 of every other file
     weights.safetensors  the model's weights
-    catalog.safetensors  item vectors (fp16) and SIDs (the smallest unsigned integer type that holds them)
+    catalog.safetensors  item vectors (fp16), SIDs (the smallest unsigned integer type that holds them) and,
+                         where known, each item's training interactions (int32; search's popularity prior)
     items.jsonl          one {"id", "text"} per item, in catalog order
 
 Loading needs no dataset, no embedding cache and no run files, so a directory can be copied to
@@ -83,6 +84,7 @@ class ModelFiles:
     encoder: EncoderSpec
     codebook_sizes: Sequence[int]
     trained_items: int            # items with a learned item-ID embedding (those present at training)
+    item_counts: Tensor | None = None  # [n_items] training interactions per item (None: not recorded)
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         path = Path(path)
@@ -91,6 +93,8 @@ class ModelFiles:
             catalog = {"item_vectors": self.item_vectors.to(torch.float16)}
             if self.codes is not None:
                 catalog["codes"] = self.codes.to(_code_dtype(self.codebook_sizes))
+            if self.item_counts is not None:
+                catalog["item_counts"] = self.item_counts.to(torch.int32)
             save_tensors(tmp / CATALOG, catalog)
             write_lines(tmp / ITEMS, (json.dumps({"id": i, "text": t}, ensure_ascii=False)
                                       for i, t in zip(self.item_ids, self.item_texts)), "\n")
@@ -121,13 +125,14 @@ class ModelFiles:
             raise CorruptFileError(path / MANIFEST, f"config does not validate: {error}") from None
         catalog = load_tensors(path / CATALOG)
         rows = [json.loads(line) for line in (path / ITEMS).read_text(encoding="utf-8").splitlines()]
-        codes = catalog.get("codes")
+        codes, counts = catalog.get("codes"), catalog.get("item_counts")
         encoder = manifest["encoder"]
         return cls(config=config, weights=load_tensors(path / WEIGHTS),
                    item_vectors=catalog["item_vectors"].float(), codes=None if codes is None else codes.long(),
                    item_ids=[row["id"] for row in rows], item_texts=[row["text"] for row in rows],
                    encoder=EncoderSpec(encoder["name"], encoder["dim"], tuple(encoder["fingerprint"])),
-                   codebook_sizes=manifest["codebook_sizes"], trained_items=manifest["trained_items"])
+                   codebook_sizes=manifest["codebook_sizes"], trained_items=manifest["trained_items"],
+                   item_counts=None if counts is None else counts.long())
 
 
 def read_manifest(path: Path) -> dict:

@@ -174,7 +174,8 @@ def _load_trained(run: RunDirectory, corpus: EncodedCorpus | None, device: str |
     model = model.to(target).eval()
     with torch.no_grad():
         vectors = model.catalog_vectors(corpus.item_embeddings.to(target))
-    return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, encoder), corpus
+    counts = torch.from_numpy(corpus.popularity)  # the training interactions the decoder's prior comes from
+    return Retriever(model, index, vectors, corpus.item_ids, texts, config.search, encoder, counts), corpus
 
 
 def searched_with(config: Config, overrides: Sequence[str]) -> Config:

@@ -38,19 +38,20 @@ _VECTOR_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}  # wh
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The CPU's feature flags (empty where /proc/cpuinfo is missing)."""
+    return set(_cpuinfo_field("flags", cpuinfo).split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    return _cpuinfo_field("model name", cpuinfo) or platform.processor()
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str:
+    """The first value of `name` in /proc/cpuinfo, read up to that line only ("" where absent)."""
     try:
-        return set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                         if line.startswith("flags")), []))
+        with cpuinfo.open(encoding="utf-8", errors="replace") as lines:
+            return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(name)), "")
     except OSError:
-        return set()
-
-
-def cpu_model() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
+        return ""
 
 
 def resident_bytes() -> int:

@@ -18,6 +18,7 @@ from dgi.nets.losses import next_token_hits, next_token_per_example
 from dgi.nets.model import DGIModel
 from dgi.model_dir import EncoderSpec, ModelFiles
 from dgi.search.beam import RULES, Beams, Ranking, beam_search, rank_items
+from dgi.search.prior import PopularityPrior
 from dgi.nets.towers import Context
 
 
@@ -38,9 +39,15 @@ class Retriever:
     """Search over a catalogue of item vectors: the model's context encoder and decoder, the SID index."""
 
     def __init__(self, model: DGIModel, index: SIDIndex | None, item_vectors: Tensor, item_ids: Sequence[str],
-                 item_texts: Sequence[str], search: SearchConfig, encoder: TextEncoder | None = None) -> None:
+                 item_texts: Sequence[str], search: SearchConfig, encoder: TextEncoder | None = None,
+                 item_counts: Tensor | None = None) -> None:
+        """`item_counts` [n_items]: training interactions per item, for `search.popularity_correction`."""
         self.model = model.eval()
         self.index = index
+        self.item_counts = None if item_counts is None else torch.as_tensor(item_counts, dtype=torch.long).cpu()
+        if self.item_counts is not None and self.item_counts.shape != (len(item_ids),):
+            raise ValueError(f"item_counts has shape {tuple(self.item_counts.shape)} for {len(item_ids)} items")
+        self._prior: PopularityPrior | None = None  # built on first use, dropped when the catalogue changes
         self.item_vectors = item_vectors.to(getattr(torch, search.item_vectors))
         self.item_ids = list(item_ids)
         self.item_texts = list(item_texts)
@@ -52,7 +59,8 @@ class Retriever:
 
     @classmethod
     def from_model(cls, model: DGIModel, item_embeddings: Tensor, item_ids: Sequence[str], item_texts: Sequence[str],
-                   search: SearchConfig, encoder: TextEncoder | None = None, indexed: bool = True) -> Retriever:
+                   search: SearchConfig, encoder: TextEncoder | None = None, indexed: bool = True,
+                   item_counts: Tensor | None = None) -> Retriever:
         """The catalogue's item vectors, each item indexed with its hard SID (the fixed table of a frozen
         quantizer); `indexed=False` leaves the index out (the dense path only)."""
         model.eval()
@@ -62,7 +70,7 @@ class Retriever:
             if indexed:
                 codes = model.frozen_codes if len(model.frozen_codes) else model.quantizer.encode(vectors)
                 index = SIDIndex.build(codes, model.quantizer.codebook_sizes)
-        return cls(model, index, vectors, item_ids, item_texts, search, encoder)
+        return cls(model, index, vectors, item_ids, item_texts, search, encoder, item_counts)
 
     # ----- the self-contained model directory (dgi.model_dir) --------------------------------
     def save(self, path: str | Path, encoder: EncoderSpec | None = None) -> Path:
@@ -77,7 +85,7 @@ class Retriever:
         trained = self.model.item_id_embedding.num_embeddings if self.model.item_id_embedding is not None else 0
         return ModelFiles(self.model.config, self.model.state_dict(), self.item_vectors.cpu(),
                           None if self.index is None else self.index.codes, self.item_ids, self.item_texts, encoder,
-                          self.model.quantizer.codebook_sizes, trained).write(path)
+                          self.model.quantizer.codebook_sizes, trained, self.item_counts).write(path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", encoder: TextEncoder | None = None) -> Retriever:
@@ -94,7 +102,8 @@ class Retriever:
         vectors = files.item_vectors.to(device)
         if files.config.model.geometry == "cosine":  # unit norm again after the fp16 round trip
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return cls(model.to(device), index, vectors, files.item_ids, files.item_texts, files.config.search, text)
+        return cls(model.to(device), index, vectors, files.item_ids, files.item_texts, files.config.search, text,
+                   files.item_counts)
 
     # ----- batched search over integer inputs --------------------------------------------------
     @torch.no_grad()
@@ -105,21 +114,36 @@ class Retriever:
 
     @torch.no_grad()
     def beams(self, context: Context, beam_size: int, constrained: bool = True) -> Beams:
+        """Beam search over the SID tree with the configured level weights and popularity correction;
+        `constrained=False` searches every code sequence with the decoder's own log-probs, neither weighted
+        nor corrected: what the decoder generates with no SID table (the invalid-SID diagnostic)."""
         if self.index is None:
             raise ValueError("this retriever has no SID index yet (dense path only)")
         memory = self.model.decoder.memory(context.memory, context.padding)  # once for every level
         dtype = autocast_dtype(self.device, self.search_config.precision)
         steps = self.model.incremental_steps(context, memory)  # each step computes the newest position only
-        weights = self.search_config.level_weights
+        weights = self.search_config.level_weights if constrained else None
         if weights is not None and len(weights) != self.index.depth:
             raise ValueError(f"search.level_weights has {len(weights)} entries for an index of {self.index.depth} levels")
+        correction = self.search_config.popularity_correction if constrained else 0.0
+        prior = self.popularity_prior() if correction else None
 
         def step(prefix: Tensor, parents: Tensor | None) -> Tensor:
             with autocast(self.device, dtype):
                 logp = steps(prefix.to(self.device), None if parents is None else parents.to(self.device)).float()
-            return (logp if weights is None else logp * weights[prefix.shape[2]]).cpu()
+            logp = (logp if weights is None else logp * weights[prefix.shape[2]]).cpu()
+            return logp if prior is None else logp - correction * prior.log_conditional(prefix.cpu())
 
         return beam_search(step, len(context.vector), self.index, beam_size, constrained)
+
+    def popularity_prior(self) -> PopularityPrior:
+        """The SID tree's training-popularity prior (`search.popularity_correction`)."""
+        if self.item_counts is None:
+            raise ValueError("search.popularity_correction needs the items' training counts, which this model "
+                             "directory lacks: re-export it from its run (`dgi export RUN`)")
+        if self._prior is None:
+            self._prior = PopularityPrior(self.index, self.item_counts)
+        return self._prior
 
     @torch.no_grad()
     def generate(self, history: Tensor, query_embeddings: Tensor | None, has_query: Tensor, k: int,
@@ -239,11 +263,13 @@ class Retriever:
                 self.index.add_items(self.model.quantizer.encode(vectors).cpu())
         self.item_vectors = torch.cat([self.item_vectors, vectors.to(self.item_vectors.dtype)])
         self._cpu_item_vectors = self.item_vectors.cpu()
+        if self.item_counts is not None:  # new items have no training interactions
+            self.item_counts = torch.cat([self.item_counts, self.item_counts.new_zeros(len(items))])
+        self._prior = None
         for item in items:
             self._position[item.id] = len(self.item_ids)
             self.item_ids.append(item.id)
             self.item_texts.append(item.text)
-
 
     def remove_items(self, item_ids: Sequence[str]) -> None:
         """Drop items from the catalogue and the SID table (positions after them move down)."""
@@ -256,6 +282,9 @@ class Retriever:
             self.index.keep_items(keep)
         self.item_vectors = self.item_vectors[keep.to(self.item_vectors.device)]
         self._cpu_item_vectors = self.item_vectors.cpu()
+        if self.item_counts is not None:
+            self.item_counts = self.item_counts[keep]
+        self._prior = None
         kept = keep.tolist()
         self.item_ids = [item_id for item_id, k in zip(self.item_ids, kept) if k]
         self.item_texts = [text for text, k in zip(self.item_texts, kept) if k]

@@ -82,6 +82,12 @@ class SIDIndex:
         Rows are the leading dims of ``prefix_codes`` [..., j] flattened; row r's codes are
         ``codes[offsets[r]:offsets[r+1]]``.
         """
+        codes, _, offsets = self.next_nodes(prefix_codes)
+        return codes, offsets
+
+    def next_nodes(self, prefix_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``next_codes`` plus the tree node (at depth j + 1) each valid next code leads to: CSR
+        (codes, nodes, offsets), so per-node tables (``node_mass``) can be read for those children."""
         prefix_codes = self._as_codes(prefix_codes)
         j = prefix_codes.shape[-1]
         if j >= self.depth:
@@ -90,8 +96,8 @@ class SIDIndex:
         keys = self._keys(self._clamped(prefix_codes)).reshape(-1)
         starts, counts = _ranges(table, keys * size, (keys + 1) * size)
         counts *= _in_range(prefix_codes, self._sizes).reshape(-1)
-        slots, offsets = _csr(starts, counts)
-        return table.index_select(0, slots) % size, offsets
+        nodes, offsets = _csr(starts, counts)  # a slot of the sorted depth-(j+1) prefix keys is that node's id
+        return table.index_select(0, nodes) % size, nodes, offsets
 
     def is_valid(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., m] SIDs -> bool mask of those that belong to at least one item."""
@@ -131,6 +137,21 @@ class SIDIndex:
         at = nodes.clamp(min=0)
         first = starts.index_select(0, at)
         return _slots(first, (starts.index_select(0, at + 1) - first) * (nodes >= 0))
+
+    def node_mass(self, item_weights: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth d = 0..m, the summed ``item_weights`` [n_items] of the items under each depth-d
+        node, in node order (depth 0 is the root alone): a node's mass is the sum of its children's."""
+        if item_weights.shape != (self.n_items,):
+            raise ValueError(f"item_weights must have shape ({self.n_items},), got {tuple(item_weights.shape)}")
+        weights = item_weights.double().index_select(0, self._bucket_items.long())  # in sorted SID-key order
+        mass, keys = [], self._sorted_keys
+        for depth in range(self.depth, -1, -1):
+            table = self._prefix_keys[depth]
+            n_nodes = max(len(table), 1) if depth == 0 else len(table)  # the root exists even when empty
+            mass.insert(0, torch.zeros(n_nodes, dtype=torch.float64).index_add_(0, torch.searchsorted(table, keys), weights))
+            if depth:
+                keys = keys // self.codebook_sizes[depth - 1]
+        return mass
 
     # ---------------------------------------------------------------- growth and statistics
 

@@ -365,7 +365,8 @@ class Trainer:
 
     def retriever(self) -> Retriever:
         return Retriever.from_model(self.model, self.item_embeddings, self.corpus.item_ids,
-                                    [item.text for item in self.corpus.dataset.items], self.config.search)
+                                    [item.text for item in self.corpus.dataset.items], self.config.search,
+                                    item_counts=torch.from_numpy(self.corpus.popularity))
 
     def _select(self, record: dict, selectable: bool) -> None:
         """Keep this epoch's weights and index as the best if its validation score is the best so far."""
