@@ -79,9 +79,11 @@ def test_training_counts_travel_with_the_model_and_correct_every_sid_by_its_prio
     context = retriever.context(torch.zeros(2, 1, dtype=torch.long), tiny_corpus.item_embeddings[[4, 9]],
                                 torch.ones(2, dtype=torch.bool))
     every_sid = retriever.index.n_items  # a beam this wide keeps every valid SID: the search is exhaustive
-    plain = retriever.beams(context, every_sid)
-    retriever.search_config = retriever.search_config.model_copy(update={"popularity_correction": 0.5})
-    corrected = retriever.beams(context, every_sid)
+    plain, free = retriever.beams(context, every_sid), retriever.beams(context, 5, constrained=False)
+    retriever.search_config = retriever.search_config.model_copy(update={"popularity_correction": 0.5,
+                                                                         "level_weights": [1.0, 1.0, 1.0]})
+    corrected, free_again = retriever.beams(context, every_sid), retriever.beams(context, 5, constrained=False)
+    assert torch.equal(free.codes, free_again.codes)  # unconstrained beams are the decoder's own, uncorrected
     prior = retriever.popularity_prior()
     for row in range(2):
         want = {tuple(sid): score for sid, score in zip(plain.codes[row].tolist(), plain.scores[row].tolist())
