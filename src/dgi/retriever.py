@@ -44,7 +44,7 @@ class Retriever:
         """`item_counts` [n_items]: training interactions per item, for `search.popularity_correction`."""
         self.model = model.eval()
         self.index = index
-        self.item_counts = None if item_counts is None else torch.as_tensor(item_counts, dtype=torch.long).cpu()
+        self.item_counts = None if item_counts is None else torch.as_tensor(item_counts, dtype=torch.long).cpu().clone()
         if self.item_counts is not None and self.item_counts.shape != (len(item_ids),):
             raise ValueError(f"item_counts has shape {tuple(self.item_counts.shape)} for {len(item_ids)} items")
         self._prior: PopularityPrior | None = None  # built on first use, dropped when the catalogue changes
@@ -132,7 +132,7 @@ class Retriever:
             with autocast(self.device, dtype):
                 logp = steps(prefix.to(self.device), None if parents is None else parents.to(self.device)).float()
             logp = (logp if weights is None else logp * weights[prefix.shape[2]]).cpu()
-            return logp if prior is None else logp - correction * prior.log_conditional(prefix.cpu())
+            return logp if prior is None else logp - correction * prior.log_conditional(prefix)
 
         return beam_search(step, len(context.vector), self.index, beam_size, constrained)
 

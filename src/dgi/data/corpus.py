@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -23,8 +24,9 @@ class EncodedCorpus:
     encoder_name: str
     query_texts: list[str] = field(default_factory=list)  # row i of query_embeddings is query_texts[i]
 
-    @property
+    @cached_property
     def popularity(self) -> np.ndarray:
+        """Training interactions per item, counted once: buckets, validation and the search prior all read it."""
         return self.dataset.popularity()
 
     @property
