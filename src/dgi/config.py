@@ -59,6 +59,10 @@ class ModelConfig(Section):
         "frozen", description="frozen: fixed cached embeddings of encoder.model; trainable: encoder.model is "
         "fine-tuned with the rest (the step's target item and query texts get gradients; history items and "
         "sampled negatives read embeddings refreshed after every epoch)")
+    context_attention: Literal["bidirectional", "causal"] = Field(
+        "bidirectional", description="bidirectional: every history slot attends to every other; causal: "
+        "each attends to the ones before it (SASRec-style), so training encodes each user's sequence once "
+        "for all its prefixes (~2.5x fewer tokens on Beauty)")
     geometry: Literal["cosine", "dot"] = Field(
         "cosine", description="cosine: unit-length item and context vectors, logits scaled by the InfoNCE "
         "temperature (DGI); dot: unnormalized vectors and raw dot products — the classic dual encoder "

@@ -105,9 +105,13 @@ class SIDDecoder(nn.Module):
         self.level_embedding = nn.Parameter(torch.zeros(levels, width))
         self.blocks = nn.ModuleList(DecoderBlock(width, heads, ffn_multiplier, dropout) for _ in range(layers))
 
-    def memory(self, memory: Tensor, memory_padding: Tensor) -> DecoderMemory:
-        """memory [B, S, d], memory_padding [B, S] True = padding."""
-        return DecoderMemory([block.memory_key_value(memory) for block in self.blocks], ~memory_padding[:, None, None, :])
+    def memory(self, memory: Tensor, memory_padding: Tensor, rows: Tensor | None = None) -> DecoderMemory:
+        """memory [B, S, d], memory_padding [B, S] True = padding; with `rows` [B'], memory has a row per
+        sequence and example i reads row rows[i] (keys/values projected once per sequence)."""
+        key_values = [block.memory_key_value(memory) for block in self.blocks]
+        if rows is not None:
+            key_values = [(key[rows], value[rows]) for key, value in key_values]
+        return DecoderMemory(key_values, ~memory_padding[:, None, None, :])
 
     def forward(self, inputs: Tensor, memory: Tensor | DecoderMemory, memory_padding: Tensor | None = None) -> Tensor:
         """inputs [B, W, T, d] and the context (memory [B, S, d] with its padding mask, or a `DecoderMemory`

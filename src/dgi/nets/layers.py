@@ -114,9 +114,14 @@ class Encoder(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(EncoderBlock(width, heads, ffn_multiplier, dropout_p) for _ in range(layers))
 
-    def forward(self, x: Tensor, padding: Tensor) -> Tensor:
-        """padding [B, L] True where a slot is padding (its output is computed but meaningless)."""
+    def forward(self, x: Tensor, padding: Tensor, causal: bool = False) -> Tensor:
+        """padding [B, L] True where a slot is padding (its output is computed but meaningless); `causal`:
+        each slot attends to the real slots up to itself (and always to itself, so no row is empty)."""
         attend = ~padding[:, None, None, :]
+        if causal:
+            length = x.shape[1]
+            before = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+            attend = attend & before | torch.eye(length, dtype=torch.bool, device=x.device)
         for block in self.blocks:
             x = block(x, attend)
         return x

@@ -44,6 +44,9 @@ class Batch:
     history: Tensor        # [B, L] item index, -1 padded on the left
     query_ids: Tensor      # [B] query index or -1
     rows: Tensor | None = None  # [B] the examples' rows in the training split (for a `ContextCache`)
+    # [B] per row, the row of this batch whose history extends this row's (the last of its chain, see
+    # `dgi.training.chains`); a causal context encoder then encodes only those rows. None: each row its own.
+    sequence_of: Tensor | None = None
 
 
 class DGIModel(nn.Module):
@@ -61,7 +64,8 @@ class DGIModel(nn.Module):
         if self.item_id_embedding is not None:
             nn.init.zeros_(self.item_id_embedding.weight)
         self.context_encoder = ContextEncoder(m.width, m.context_layers, m.attention_heads, m.ffn_multiplier,
-                                              m.dropout, config.data.max_history, normalize=cosine)
+                                              m.dropout, config.data.max_history, normalize=cosine,
+                                              causal=m.context_attention == "causal")
         self.quantizer = ResidualQuantizer(codebook_sizes, m.width, q.logits, q.gamma_init)
         self.decoder = SIDDecoder(m.width, m.decoder_layers, m.attention_heads, m.ffn_multiplier, m.dropout,
                                   len(codebook_sizes))
@@ -156,7 +160,8 @@ class DGIModel(nn.Module):
     def level_logits(self, context: Context, vectors: Tensor) -> list[Tensor]:
         """Teacher-forced logits of every level given the m code vectors [B, m, d]."""
         inputs = self.decoder_inputs(context.vector, vectors[:, :-1])
-        hidden = self.decoder(inputs[:, None], context.memory, context.padding)[:, 0]
+        memory = self.decoder.memory(context.memory, context.padding, context.sequence)
+        hidden = self.decoder(inputs[:, None], memory)[:, 0]
         prefixes = torch.cat([torch.zeros_like(vectors[:, :1]), vectors[:, :-1].cumsum(dim=1)], dim=1)
         return [self.heads(hidden[:, j], j, self.quantizer.codebooks, prefixes[:, j]) for j in range(hidden.shape[1])]
 
@@ -304,11 +309,22 @@ class DGIModel(nn.Module):
 
     def _batch_context(self, batch: Batch, item_embeddings: Tensor, query_embeddings: Tensor,
                        *ids: Tensor) -> tuple[Context, Tensor, list[Tensor]]:
-        """The batch's context, the z_base table of its items and `ids` re-indexed into the table."""
-        has_query = batch.query_ids >= 0
-        queries = query_embeddings[batch.query_ids.clamp(min=0)] if len(query_embeddings) else None
-        table, (history, *rows) = self.batch_item_vectors(item_embeddings, batch.history, *ids)
-        return self.encode_context(history, queries, has_query, table), table, rows
+        """The batch's context, the z_base table of its items and `ids` re-indexed into the table.
+
+        With `batch.sequence_of` (causal encoder) only the rows that end a chain are encoded, and every
+        other row reads its context off its chain's pass (`ContextEncoder.prefixes`)."""
+        chained = batch.sequence_of is not None and self.context_encoder.causal
+        encoded = torch.unique(batch.sequence_of) if chained else slice(None)
+        query_ids = batch.query_ids[encoded]
+        has_query = query_ids >= 0
+        queries = query_embeddings[query_ids.clamp(min=0)] if len(query_embeddings) else None
+        table, (history, *rows) = self.batch_item_vectors(item_embeddings, batch.history[encoded], *ids)
+        context = self.encode_context(history, queries, has_query, table)
+        if chained:
+            lengths = (batch.history >= 0).sum(dim=1)
+            sequence = torch.searchsorted(encoded, batch.sequence_of)
+            context = self.context_encoder.prefixes(context, sequence, lengths[batch.sequence_of] - lengths)
+        return context, table, rows
 
     def weighted_total(self, terms: dict[str, Tensor]) -> Tensor:
         w = self.config.loss

@@ -45,9 +45,12 @@ class ProcessGroup:
     def distributed(self) -> bool:
         return self.world > 1
 
-    def shard(self, rows: Tensor) -> Tensor:
-        """This process's share of a global batch: every world-th row, starting at its rank."""
-        return rows[self.rank::self.world] if self.distributed else rows
+    def shard(self, rows: Tensor, contiguous: bool = False) -> Tensor:
+        """This process's share of a global batch: every world-th row, starting at its rank, or with
+        `contiguous` its rank-th consecutive block (rows that belong together stay together)."""
+        if not self.distributed:
+            return rows
+        return rows.tensor_split(self.world)[self.rank] if contiguous else rows[self.rank::self.world]
 
     def gather(self, tensor: Tensor) -> tuple[Tensor, int]:
         """Every process's `tensor` concatenated in rank order along dim 0, and where this process's

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from dgi.config import Config, auto_codebook_sizes
+from dgi.training.chains import Chains
 from dgi.training.context_cache import ContextCache
 from dgi.training.text import TrainableText
 from dgi.data.corpus import EncodedCorpus
@@ -103,6 +104,8 @@ class Trainer:
         train = corpus.splits["train"]
         self.train_batches = _tensors(train.targets, train.history, train.query_ids)
         self.history_lengths = (self.train_batches[1] >= 0).sum(dim=1)
+        # a causal context encoder reads each chain of prefix examples in one pass (see dgi.training.chains)
+        self.chains = Chains.of(*self.train_batches) if config.model.context_attention == "causal" else None
         self.buckets = popularity_buckets(corpus.popularity)
         weights = _popularity_weights(corpus.popularity, self.train_batches[0], config.loss.ntp_popularity_power)
         self.ntp_item_weights = weights.to(self.device) if weights is not None else None
@@ -285,13 +288,19 @@ class Trainer:
             yield from (self.group.shard(chunk).to(self.device) for chunk in order.split(size))
             return
         targets, history, query_ids = self.train_batches
-        order = torch.randperm(len(targets), generator=generator)
-        chunks = length_bucketed(order, self.history_lengths, size, self.config.train.length_bucketing, generator)
+        pool = self.config.train.length_bucketing
+        if self.chains is not None:
+            chunks = self.chains.batches(size, pool, generator)
+        else:
+            order = torch.randperm(len(targets), generator=generator)
+            chunks = length_bucketed(order, self.history_lengths, size, pool, generator)
         for chunk in chunks[: self.config.train.max_steps_per_epoch]:
             if len(chunk) > 1:  # in-batch negatives need at least two rows
-                rows = self.group.shard(chunk)  # every process: its share of the same global batch
+                # every process: its share of the same global batch (a contiguous one keeps chains whole)
+                rows = self.group.shard(chunk, contiguous=self.chains is not None)
+                sequence_of = self.chains.sequence_of(rows).to(self.device) if self.chains is not None else None
                 yield Batch(*(tensor[rows].to(self.device) for tensor in (targets, history, query_ids)),
-                            rows=rows.to(self.device))
+                            rows=rows.to(self.device), sequence_of=sequence_of)
 
     def _steps_per_epoch(self, phase: str) -> int:
         n = len(self.corpus.item_ids) if phase == "quantizer" else len(self.corpus.splits["train"].targets)
