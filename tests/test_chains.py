@@ -110,7 +110,7 @@ def test_chained_contexts_equal_encoding_every_example_alone():
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_chained_training_losses_and_gradients_match_per_example():
+def test_chained_next_token_losses_and_gradients_match_per_example():
     model, items, queries = causal_model()
     targets, history, query_ids = prefix_examples([[1, 5, 9, 2, 7, 11], list(range(10, 20))])
     chains = Chains.of(targets, history, query_ids)
@@ -124,8 +124,8 @@ def test_chained_training_losses_and_gradients_match_per_example():
         torch.manual_seed(5)  # the same sampled negatives
         model.zero_grad(set_to_none=True)
         output = model.losses(batch, items, queries, tau=1.0, generative=True)
-        model.weighted_total(output.terms).backward()
-        results.append(({k: v.detach() for k, v in output.terms.items()},
+        output.terms["ntp"].backward()  # InfoNCE differs by design: a chain's other targets are no negatives
+        results.append(({k: v.detach() for k, v in output.terms.items() if k != "infonce"},
                         model.context_encoder.positions.grad.clone(), model.item_tower.linear.weight.grad.clone()))
     (terms_a, positions_a, tower_a), (terms_b, positions_b, tower_b) = results
     for name in terms_a:
@@ -174,3 +174,22 @@ def test_causal_training_runs_end_to_end(tiny_config, tiny_corpus, tmp_path):
     assert trainer.chains is not None and len(trainer.chains.sizes) < len(trainer.chains.parent)
     state = trainer.fit()
     assert state["best_epoch"] == 2 and state["best_score"] is not None
+
+
+def test_info_nce_groups_drop_a_users_other_targets_from_its_negatives():
+    from dgi.nets.losses import info_nce
+
+    torch.manual_seed(0)
+    context = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    targets = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    negatives = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    ids, negative_ids = torch.arange(5), torch.arange(10, 13)
+    groups = torch.tensor([0, 0, 0, 3, 4])  # rows 0-2: one user's chain
+    grouped = info_nce(context, targets, ids, 0.1, negatives, negative_ids, groups=groups)
+    by_hand = []
+    for row in range(5):
+        keep = [c for c in range(5) if c == row or groups[c] != groups[row]]
+        logits = torch.cat([context[row] @ targets[keep].T, context[row] @ negatives.T]) / 0.1
+        by_hand.append(torch.nn.functional.cross_entropy(logits[None], torch.tensor([keep.index(row)])))
+    torch.testing.assert_close(grouped, torch.stack(by_hand).mean())
+    assert not torch.allclose(grouped, info_nce(context, targets, ids, 0.1, negatives, negative_ids))

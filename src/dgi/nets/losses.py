@@ -64,13 +64,16 @@ def local_commitment(hard_residuals: Tensor, codewords: Tensor, beta: float) -> 
 
 @full_precision
 def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: float,
-             negatives: Tensor | None = None, negative_ids: Tensor | None = None, positive_offset: int = 0) -> Tensor:
+             negatives: Tensor | None = None, negative_ids: Tensor | None = None, positive_offset: int = 0,
+             groups: Tensor | None = None) -> Tensor:
     """Contrastive loss between normalized z_q and the targets' z_base.
 
     Negatives are the other rows' targets (in-batch, so sampled by popularity) plus, optionally,
     shared items drawn uniformly from the catalog; an item equal to the row's target is never a negative.
     `targets` may hold more rows than `context` (every process's targets, gathered): context row i's
-    positive is then target row `positive_offset + i`.
+    positive is then target row `positive_offset + i`. `groups` (one per row of `targets`) keeps rows of
+    one group from being each other's negatives: a chain's examples are one user's prefixes, and the
+    user's other targets (items bought before and after) are no negatives of its context.
     """
     candidates, candidate_ids = targets, target_ids
     if negatives is not None:
@@ -78,6 +81,8 @@ def info_nce(context: Tensor, targets: Tensor, target_ids: Tensor, temperature: 
     logits = context @ candidates.T / temperature
     columns = positive_offset + torch.arange(len(context), device=logits.device)
     same_item = target_ids[columns][:, None] == candidate_ids[None, :]
+    if groups is not None:
+        same_item[:, :len(targets)] |= groups[columns][:, None] == groups[None, :]
     positive = torch.zeros_like(same_item)
     positive[torch.arange(len(context), device=logits.device), columns] = True
     logits = logits.masked_fill(same_item & ~positive, float("-inf"))

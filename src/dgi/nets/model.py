@@ -219,10 +219,12 @@ class DGIModel(nn.Module):
         # Dot geometry has no temperature: raw inner products are the logits (the norm is the scale).
         temperature = weights.infonce_temperature if self.config.model.geometry == "cosine" else 1.0
         candidates, candidate_ids, offset = z, batch.targets, 0
+        groups = batch.sequence_of if context.sequence is not None else None  # one user's chain: no negatives
         if gather is not None:
             (candidates, offset), (candidate_ids, _) = gather(z), gather(batch.targets)
+            groups = gather(groups + offset)[0] if groups is not None else None
         terms = {"infonce": losses.info_nce(context.vector, candidates, candidate_ids, temperature, negatives,
-                                            negative_ids, offset)}
+                                            negative_ids, offset, groups)}
         if not generative:
             return Losses(terms)
         quantized = self.quantize(z, batch.targets, tau)
