@@ -87,7 +87,6 @@ class ContextEncoder(nn.Module):
     def forward(self, history: Tensor, history_mask: Tensor, query: Tensor, has_query: Tensor) -> Context:
         """history [B, L, d] (most recent last, left-padded), history_mask [B, L] True = real item,
         query [B, d], has_query [B]."""
-        length = history.shape[1]
         has_history = history_mask.any(dim=1)
         query_slot = torch.where(has_query[:, None], query, self.no_context.expand_as(query))
         tokens = torch.cat([history, query_slot[:, None]], dim=1) + self._positions(history_mask)
