@@ -98,3 +98,20 @@ def test_a_resumed_run_takes_rates_and_weight_decay_from_its_config_not_the_chec
     assert decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
     assert decay["base_lr"] == no_decay["base_lr"] == 5e-3
     assert trainer.optimizer.state  # the moments were restored
+
+
+def test_joint_decoder_lr_gives_the_decoder_and_heads_their_own_scheduled_rate(tiny_config, tiny_corpus, tmp_path):
+    from dgi.training.run import RunDirectory
+
+    config = tiny_config.model_copy(deep=True)
+    config.train.lr, config.train.joint_decoder_lr = 1e-3, 4e-3
+    trainer = train.Trainer(config, tiny_corpus, RunDirectory(tmp_path / "run"), progress=False)
+    groups = trainer.optimizer.param_groups
+    decoder = {id(p) for module in (trainer.model.decoder, trainer.model.heads) for p in module.parameters()}
+    own = [{id(p) for p in group["params"]} for group in groups[-2:]]
+    assert own[0] | own[1] == decoder and not own[0] & own[1]
+    assert [g["base_lr"] for g in groups[-2:]] == [4e-3, 4e-3] and groups[-1]["weight_decay"] == 0.0
+    assert all(not decoder & {id(p) for p in group["params"]} for group in groups[:-2])
+    trainer.state["step"] = config.train.warmup_steps  # the peak of the schedule
+    trainer._set_learning_rate("joint")
+    assert groups[0]["lr"] == pytest.approx(1e-3) and groups[-1]["lr"] == pytest.approx(4e-3)

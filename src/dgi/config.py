@@ -140,6 +140,10 @@ class TrainConfig(Section):
     patience: int | None = Field(None, ge=1, description="end the joint or decoder phase after this many "
                                  "epochs without a better validation score (None: run every epoch)")
     lr: float = Field(1e-3, gt=0)
+    joint_decoder_lr: float | None = Field(None, gt=0, description="peak learning rate of the SID decoder and "
+                                           "its heads in the joint phase (None: train.lr). A larger batch takes "
+                                           "fewer steps an epoch; the towers then want a lower rate than the "
+                                           "decoder, which is still learning when the schedule ends")
     backbone_lr: float = Field(2e-5, gt=0, description="peak learning rate of a trainable text encoder")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="at most this many batches an epoch (a "
                                             "random subset of the shuffled batches): epochs of a fixed cost")

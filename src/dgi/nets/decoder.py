@@ -110,7 +110,7 @@ class SIDDecoder(nn.Module):
         sequence and example i reads row rows[i] (keys/values projected once per sequence)."""
         key_values = [block.memory_key_value(memory) for block in self.blocks]
         if rows is not None:
-            key_values = [(key[rows], value[rows]) for key, value in key_values]
+            key_values = [(key.index_select(0, rows), value.index_select(0, rows)) for key, value in key_values]
         return DecoderMemory(key_values, ~memory_padding[:, None, None, :])
 
     def forward(self, inputs: Tensor, memory: Tensor | DecoderMemory, memory_padding: Tensor | None = None) -> Tensor:

@@ -312,16 +312,25 @@ class Trainer:
         t = self.config.train
         backbone = list(self.model.text_backbone.parameters()) if self.model.text_backbone is not None else []
         own_groups = {id(p) for p in [*self.model.quantizer.parameters(), *backbone]}
-        decay, no_decay = [], []
+        decoder = {id(p) for module in (self.model.decoder, self.model.heads) for p in module.parameters()} \
+            if t.joint_decoder_lr is not None else set()
+        decay, no_decay, decoder_decay, decoder_no_decay = [], [], [], []
         for name, parameter in self.model.named_parameters():
             if id(parameter) in own_groups:
                 continue
-            (decay if parameter.ndim >= 2 and "embedding" not in name and "positions" not in name else no_decay).append(parameter)
+            decays = parameter.ndim >= 2 and "embedding" not in name and "positions" not in name
+            if id(parameter) in decoder:
+                (decoder_decay if decays else decoder_no_decay).append(parameter)
+            else:
+                (decay if decays else no_decay).append(parameter)
         groups = [{"params": decay, "weight_decay": t.weight_decay, "base_lr": t.lr},
                   {"params": no_decay, "weight_decay": 0.0, "base_lr": t.lr},
                   {"params": list(self.model.quantizer.parameters()), "weight_decay": 0.0, "base_lr": t.quantizer_lr}]
         if backbone:  # a pretrained encoder is fine-tuned at a far smaller rate than the towers learn
             groups.append({"params": backbone, "weight_decay": t.weight_decay, "base_lr": t.backbone_lr})
+        if decoder:  # last, so a run without them keeps its groups' order (and its checkpoints resume)
+            groups += [{"params": decoder_decay, "weight_decay": t.weight_decay, "base_lr": t.joint_decoder_lr},
+                       {"params": decoder_no_decay, "weight_decay": 0.0, "base_lr": t.joint_decoder_lr}]
         return torch.optim.AdamW(groups, lr=t.lr, fused=True)  # one kernel for all parameters (CPU and CUDA)
 
     def _set_learning_rate(self, phase: str) -> None:
