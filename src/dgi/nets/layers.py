@@ -38,10 +38,11 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     n = x.numel()
     words = torch.empty(-(-n // 7), dtype=torch.int64).random_()
-    # compared on the strided bytes (no copy of them); the scaled mask is made outside autograd, so the
-    # step multiplies once forward and once backward instead of twice
     keep = (words.view(torch.uint8).view(-1, 8)[:, _UNIFORM_BYTES] >= dropped).view(-1)[:n].view(x.shape)
-    return x * keep.to(x.dtype).mul_(_BYTE / (_BYTE - dropped))
+    scale = _BYTE / (_BYTE - dropped)
+    if x.dtype == torch.float32:  # the scaled mask made outside autograd: one multiplication each way, same values
+        return x * keep.to(x.dtype).mul_(scale)
+    return x * keep * scale  # bf16 rounds the scale itself; multiplied by the fp32 scalar it is rounded once
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, attend: Tensor | None, p: float, training: bool,
