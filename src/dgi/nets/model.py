@@ -298,11 +298,15 @@ class DGIModel(nn.Module):
         """The context of each row of `batch` (history and query), as the towers encode it now."""
         return self._batch_context(batch, item_embeddings, query_embeddings)[0]
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The SID decoder's and its heads' own parameters (the tied heads' codebooks belong to the quantizer)."""
+        return [p for module in (self.decoder, self.heads) for p in module.parameters()]
+
     def train_decoder_only(self) -> None:
         """Training mode for the decoder and its heads; everything else frozen and in eval mode (no dropout),
         so the decoder learns on exactly the contexts and codewords it will see at inference."""
         self.train()
-        trained = {id(p) for module in (self.decoder, self.heads) for p in module.parameters()}
+        trained = {id(p) for p in self.decoder_parameters()}
         for parameter in self.parameters():
             parameter.requires_grad_(id(parameter) in trained)
         for module in (self.item_tower, self.query_tower, self.context_encoder, self.text_backbone):

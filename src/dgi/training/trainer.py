@@ -312,25 +312,14 @@ class Trainer:
         t = self.config.train
         backbone = list(self.model.text_backbone.parameters()) if self.model.text_backbone is not None else []
         own_groups = {id(p) for p in [*self.model.quantizer.parameters(), *backbone]}
-        decoder = {id(p) for module in (self.model.decoder, self.model.heads) for p in module.parameters()} \
-            if t.joint_decoder_lr is not None else set()
-        decay, no_decay, decoder_decay, decoder_no_decay = [], [], [], []
-        for name, parameter in self.model.named_parameters():
-            if id(parameter) in own_groups:
-                continue
-            decays = parameter.ndim >= 2 and "embedding" not in name and "positions" not in name
-            if id(parameter) in decoder:
-                (decoder_decay if decays else decoder_no_decay).append(parameter)
-            else:
-                (decay if decays else no_decay).append(parameter)
-        groups = [{"params": decay, "weight_decay": t.weight_decay, "base_lr": t.lr},
-                  {"params": no_decay, "weight_decay": 0.0, "base_lr": t.lr},
+        decoder = {id(p) for p in self.model.decoder_parameters()} if t.joint_decoder_lr is not None else set()
+        named = [(name, p) for name, p in self.model.named_parameters() if id(p) not in own_groups]
+        groups = [*_decay_groups([(n, p) for n, p in named if id(p) not in decoder], t.lr, t.weight_decay),
                   {"params": list(self.model.quantizer.parameters()), "weight_decay": 0.0, "base_lr": t.quantizer_lr}]
         if backbone:  # a pretrained encoder is fine-tuned at a far smaller rate than the towers learn
             groups.append({"params": backbone, "weight_decay": t.weight_decay, "base_lr": t.backbone_lr})
         if decoder:  # last, so a run without them keeps its groups' order (and its checkpoints resume)
-            groups += [{"params": decoder_decay, "weight_decay": t.weight_decay, "base_lr": t.joint_decoder_lr},
-                       {"params": decoder_no_decay, "weight_decay": 0.0, "base_lr": t.joint_decoder_lr}]
+            groups += _decay_groups([(n, p) for n, p in named if id(p) in decoder], t.joint_decoder_lr, t.weight_decay)
         return torch.optim.AdamW(groups, lr=t.lr, fused=True)  # one kernel for all parameters (CPU and CUDA)
 
     def _set_learning_rate(self, phase: str) -> None:
@@ -440,6 +429,16 @@ def length_bucketed(order: Tensor, lengths: Tensor, batch_size: int, pool_batche
     batches = order.split(batch_size)
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] if pool_batches > 1 \
         else list(batches)
+
+
+def _decay_groups(named: list[tuple[str, nn.Parameter]], rate: float, weight_decay: float) -> list[dict]:
+    """Two AdamW groups at `rate`: the matrices with `weight_decay`, then biases, norms, embeddings and
+    position vectors without it."""
+    decay, no_decay = [], []
+    for name, parameter in named:
+        (decay if parameter.ndim >= 2 and "embedding" not in name and "positions" not in name else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay, "base_lr": rate},
+            {"params": no_decay, "weight_decay": 0.0, "base_lr": rate}]
 
 
 def _popularity_weights(popularity: np.ndarray, train_targets: Tensor, power: float) -> Tensor | None:
