@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from dgi.data import (
     load_dataset,
     to_arrays,
 )
+from dgi.data.beir import text_spans
 from dgi.evaluation.evaluate import relevance
 from dgi.evaluation.metrics import mean_metrics, per_query_metrics
 
@@ -213,6 +215,29 @@ def test_indexing_skips_items_without_text_and_rejects_bad_input(beir):
     assert load_config([], ["data.indexing_ratio=0.5"]).data.indexing_ratio == 0.5
     with pytest.raises(ConfigError, match="indexing_ratio"):
         load_config([], ["data.indexing_ratio=2"])
+
+
+def test_span_indexing_adds_short_seeded_queries_of_each_item_text(beir):
+    plain = add_indexing_examples(beir, 1.0).splits["train"][14:]
+    spans = add_indexing_examples(beir, 1.0, seed=0, spans=2)
+    extra = spans.splits["train"][14:]
+    assert spans.meta["indexing"] == {"ratio": 1.0, "seed": 0, "examples": 96, "spans": 2}
+    assert extra[::3] == plain  # each item's whole-text example, then its spans
+    for item, first, second in zip(beir.items, extra[1::3], extra[2::3]):
+        assert (first.id, second.id) == (f"index-{item.id}-span0", f"index-{item.id}-span1")
+        words = " ".join(re.findall(r"\w+", item.text.lower()))
+        for example in (first, second):
+            assert example.target == item.id and f" {example.query} " in f" {words} "
+            assert 2 <= len(example.query.split()) <= 4 or example.query == words
+    assert spans == add_indexing_examples(beir, 1.0, seed=0, spans=2)
+    assert extra != add_indexing_examples(beir, 1.0, seed=1, spans=2).splits["train"][14:]
+    rng = np.random.default_rng(0)
+    assert text_spans("Red", 2, rng) == ["red", "red"] and text_spans("...", 2, rng) == []
+    with pytest.raises(ConfigError, match="indexing_ratio is 0"):
+        load_config([], ["data.indexing_spans=2"])
+    clashing = Dataset("d", [Item("a", "red shoe"), Item("a-span0", "blue shoe")], {"train": [], "test": []}, {})
+    with pytest.raises(ValueError, match="indexing id 'index-a-span0'"):
+        add_indexing_examples(clashing, 1.0, spans=1)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,23 @@ class DataConfig(Section):
     indexing_ratio: float = Field(0.0, ge=0.0, le=1.0, description="share of the items (with text) "
                                   "that get a DSI indexing example in train: the item's text as the "
                                   "query, the item as the target (seeded by train.seed)")
+    indexing_spans: int = Field(0, ge=0, le=16, description="per indexed item, this many more indexing "
+                                "examples whose query is a random run of 2-4 consecutive words of the item's "
+                                "text (DSI's random-span indexing: queries as short as searchers type); needs "
+                                "data.indexing_ratio > 0")
     valid_carve_ratio: float = Field(0.1, ge=0.0, le=0.5, description="when the dataset has no validation "
                                      "examples: the share of the training examples moved to validation "
                                      "(whole queries, seeded by train.seed), so epoch and ranking-rule "
                                      "selection have data; indexing examples stay in train; 0 disables")
     valid_carve_max: int = Field(2000, ge=1, description="at most this many training examples are carved "
                                  "(train.eval_examples scores 2000 per epoch by default)")
+
+    @model_validator(mode="after")
+    def _spans_need_indexing(self) -> DataConfig:
+        if self.indexing_spans and not self.indexing_ratio:
+            raise ValueError(f"indexing_spans={self.indexing_spans} adds span queries to indexing examples, "
+                             "but indexing_ratio is 0 (no item is indexed)")
+        return self
 
 
 class EncoderConfig(Section):

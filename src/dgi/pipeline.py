@@ -58,7 +58,7 @@ def prepare_corpus(config: Config) -> EncodedCorpus:
         dataset = carve_validation(dataset, data.valid_carve_ratio, config.train.seed, data.valid_carve_max)
         _note(carve_message(dataset.meta["valid_carve"]))
     return encode_corpus(dataset, text_encoder(config), config.data.max_history, config.data.indexing_ratio,
-                         config.train.seed)
+                         config.train.seed, config.data.indexing_spans)
 
 
 def schedule_for(config: Config, n_train_examples: int, min_joint_steps: int = MIN_JOINT_STEPS) -> Config:

@@ -10,6 +10,7 @@ can teach the model every item's Semantic ID from the item's own text (as DSI do
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,37 +168,67 @@ def load_beir(directory: Path, name: str | None = None, train_split: str = "trai
     return add_indexing_examples(dataset, indexing_ratio, seed)
 
 
-def indexing_examples(items: Sequence[Item], ratio: float, seed: int = 0) -> list[Example]:
+def indexing_examples(items: Sequence[Item], ratio: float, seed: int = 0, spans: int = 0) -> list[Example]:
     """Item text -> item examples for round(ratio * n) of the n items with non-blank text.
 
     The items are the first ones of a `seed`-ed permutation, so the choice is reproducible
     and a smaller ratio picks a subset of a larger one; they are listed in corpus order.
+    `spans` > 0 adds, after each item's whole-text example, that many with a short span of
+    its text as the query (`text_spans`), seeded by `seed` and the item's position.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"indexing ratio must be in [0, 1], got {ratio}")
+    if spans < 0:
+        raise ValueError(f"indexing spans must be >= 0, got {spans}")
     eligible = [item for item in items if item.text.strip()]  # no text: nothing to learn from
     count = round(ratio * len(eligible))
     chosen = np.sort(np.random.default_rng(seed).permutation(len(eligible))[:count])
-    return [Example(eligible[i].id, query=eligible[i].text, id=f"{INDEXING_PREFIX}{eligible[i].id}")
-            for i in chosen]
+    examples = []
+    for i in chosen:
+        item = eligible[i]
+        examples.append(Example(item.id, query=item.text, id=f"{INDEXING_PREFIX}{item.id}"))
+        queries = text_spans(item.text, spans, np.random.default_rng([seed, int(i)])) if spans else []
+        examples.extend(Example(item.id, query=query, id=f"{INDEXING_PREFIX}{item.id}-span{j}")
+                        for j, query in enumerate(queries))
+    return examples
 
 
-def add_indexing_examples(dataset: Dataset, ratio: float, seed: int = 0) -> Dataset:
-    """A copy of `dataset` whose train split ends with `indexing_examples(items, ratio, seed)`.
+def text_spans(text: str, count: int, rng: np.random.Generator, lengths: tuple[int, int] = (2, 4)) -> list[str]:
+    """`count` runs of `lengths` consecutive words of `text` (lowercased, punctuation dropped), each of a
+    random length and start: queries as short as searchers type, for DSI's random-span indexing. A text
+    shorter than a drawn length gives all its words; a text without words gives no span."""
+    words = re.findall(r"\w+", text.lower())
+    if not words:
+        return []
+    queries = []
+    for _ in range(count):
+        length = min(len(words), int(rng.integers(lengths[0], lengths[1] + 1)))
+        start = int(rng.integers(0, len(words) - length + 1))
+        queries.append(" ".join(words[start:start + length]))
+    return queries
+
+
+def add_indexing_examples(dataset: Dataset, ratio: float, seed: int = 0, spans: int = 0) -> Dataset:
+    """A copy of `dataset` whose train split ends with `indexing_examples(items, ratio, seed, spans)`.
 
     `ratio` is the share of items (with text) that get one indexing example: 1.0 adds one
     per item, 0.5 a seeded random half. When no item is chosen (ratio 0.0) it returns
     `dataset` itself. Valid and test are untouched, so evaluation still measures
     query -> item retrieval only.
     """
-    extra = indexing_examples(dataset.items, ratio, seed)
+    extra = indexing_examples(dataset.items, ratio, seed, spans)
     if not extra:
         return dataset
     train = dataset.splits.get("train", [])
     taken = {example.id for example in train}
     clash = next((example.id for example in extra if example.id in taken), None)
+    if clash is None and len({example.id for example in extra}) < len(extra):
+        seen: set[str] = set()
+        clash = next(example.id for example in extra if example.id in seen or seen.add(example.id))
     if clash is not None:
         raise ValueError(f"train already has an example with the indexing id {clash!r}")
     meta = {**dataset.meta, "indexing": {"ratio": ratio, "seed": seed, "examples": len(extra)}}
+    if spans:
+        meta["indexing"]["spans"] = spans
     return Dataset(name=dataset.name, items=dataset.items,
                    splits={**dataset.splits, "train": [*train, *extra]}, meta=meta)

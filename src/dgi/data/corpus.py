@@ -41,10 +41,11 @@ class EncodedCorpus:
 
 
 def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int,
-                  indexing_ratio: float = 0.0, seed: int = 0) -> EncodedCorpus:
+                  indexing_ratio: float = 0.0, seed: int = 0, indexing_spans: int = 0) -> EncodedCorpus:
     """Encode item texts (or take the items' own embeddings when every item has one) and all queries.
 
-    `indexing_ratio` > 0 adds DSI indexing examples (`add_indexing_examples`) to the train
+    `indexing_ratio` > 0 adds DSI indexing examples (`add_indexing_examples`, with `indexing_spans` short
+    span queries per item) to the train
     arrays only: they are not interactions, so popularity and its buckets ignore them.
     """
     items = dataset.items
@@ -54,7 +55,7 @@ def encode_corpus(dataset: Dataset, encoder: EmbeddingCache, max_history: int,
     else:
         item_embeddings = torch.from_numpy(encoder.encode([item.text for item in items]))
     splits, texts, position = {}, [], {}
-    for name, examples in add_indexing_examples(dataset, indexing_ratio, seed).splits.items():
+    for name, examples in add_indexing_examples(dataset, indexing_ratio, seed, indexing_spans).splits.items():
         arrays = to_arrays(examples, dataset.item_index, max_history)
         for text in arrays.query_texts:
             if text not in position:
