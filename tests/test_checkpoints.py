@@ -115,3 +115,19 @@ def test_joint_decoder_lr_gives_the_decoder_and_heads_their_own_scheduled_rate(t
     trainer.state["step"] = config.train.warmup_steps  # the peak of the schedule
     trainer._set_learning_rate("joint")
     assert groups[0]["lr"] == pytest.approx(1e-3) and groups[-1]["lr"] == pytest.approx(4e-3)
+
+
+def test_resuming_with_joint_decoder_lr_switched_on_names_the_knob(trained_run, tiny_config, tiny_corpus, tmp_path):
+    """Its own decoder groups change the optimizer's layout: a copy of a run trained without them cannot resume
+    with them, and says why instead of failing inside torch."""
+    import shutil
+
+    from dgi.training.run import RunDirectory
+
+    copy = tmp_path / "variant"
+    shutil.copytree(trained_run, copy)
+    config = tiny_config.model_copy(deep=True)
+    config.train.joint_decoder_lr = 4e-3
+    trainer = train.Trainer(config, tiny_corpus, RunDirectory(copy), progress=False)
+    with pytest.raises(ValueError, match=r"has \d+ parameter groups but this config builds \d+; train.joint_decoder_lr"):
+        trainer.resume()

@@ -161,7 +161,12 @@ class Trainer:
             self._truncate_log(state["epoch"])
         self.model.to(self.device)  # frozen codes are loaded as a new CPU buffer
         configured = [{key: group[key] for key in ("weight_decay", "base_lr")} for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(_unflatten_optimizer(extra, state.pop("param_groups")))
+        saved = state.pop("param_groups")
+        if len(saved) != len(configured):
+            raise ValueError(f"{self.run.path}: the checkpoint's optimizer has {len(saved)} parameter groups but "
+                             f"this config builds {len(configured)}; train.joint_decoder_lr (own groups for the "
+                             "decoder and heads) cannot be switched on or off when a run resumes")
+        self.optimizer.load_state_dict(_unflatten_optimizer(extra, saved))
         for group, settings in zip(self.optimizer.param_groups, configured):
             group.update(settings)  # the run's config decides rates and decay, not the checkpoint's copy
         torch.set_rng_state(extra["rng.torch"])
