@@ -221,12 +221,10 @@ def add_indexing_examples(dataset: Dataset, ratio: float, seed: int = 0, spans: 
         return dataset
     train = dataset.splits.get("train", [])
     taken = {example.id for example in train}
-    clash = next((example.id for example in extra if example.id in taken), None)
-    if clash is None and len({example.id for example in extra}) < len(extra):
-        seen: set[str] = set()
-        clash = next(example.id for example in extra if example.id in seen or seen.add(example.id))
-    if clash is not None:
-        raise ValueError(f"train already has an example with the indexing id {clash!r}")
+    for example in extra:  # against train and against the indexing examples before it
+        if example.id in taken:
+            raise ValueError(f"train already has an example with the indexing id {example.id!r}")
+        taken.add(example.id)
     meta = {**dataset.meta, "indexing": {"ratio": ratio, "seed": seed, "examples": len(extra)}}
     if spans:
         meta["indexing"]["spans"] = spans
