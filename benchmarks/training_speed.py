@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from dgi.io import write_json
-from dgi.provenance import cpu_model, git_commit
+from dgi.provenance import cpu_model, git_commit, vector_extensions
 from dgi.config import load_config
 from dgi.pipeline import prepare_corpus
 from dgi.training.run import RunDirectory
@@ -96,7 +96,7 @@ def main() -> None:
         "autocast": getattr(trainer, "autocast_dtype", None) and str(trainer.autocast_dtype).removeprefix("torch."),
         "phases": phases, "validation": validation,
         "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "python": platform.python_version(),
+                    "vector_extensions": vector_extensions(), "torch": torch.__version__, "python": platform.python_version(),
                     "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0]},
     }
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
