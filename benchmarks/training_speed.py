@@ -8,7 +8,7 @@ Each phase (dense, then joint after the k-means index, then the decoder alone) r
 steps after 5 warm-up steps and is extrapolated to a full epoch, or runs whole epochs with `--steps 0`. The validation pass
 is the trainer's own per-epoch record (every ranking rule, beam recall, invalid SIDs, teacher-forced
 NTP) on `train.eval_examples` users. Results are merged into the JSON file under `--label`, with the
-command, git commit, machine, torch threads, dtype and the 1-minute load average before and after, so
+command, git commit, machine, torch threads, dtype and the 1-minute load average before and after (`machine.load_average_1min`), so
 one file holds the before/after pair. It only uses the Trainer's long-standing methods, so the same
 script times an older checkout (PYTHONPATH=OLD/src).
 """
@@ -19,7 +19,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dgi.io import write_json
-from dgi.provenance import cpu_model, git_commit, vector_extensions
+from dgi.provenance import git_commit, machine
 from dgi.config import load_config
 from dgi.pipeline import prepare_corpus
 from dgi.training.run import RunDirectory
@@ -95,9 +94,7 @@ def main() -> None:
         "threads": torch.get_num_threads(), "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "autocast": getattr(trainer, "autocast_dtype", None) and str(trainer.autocast_dtype).removeprefix("torch."),
         "phases": phases, "validation": validation,
-        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
-                    "vector_extensions": vector_extensions(), "torch": torch.__version__, "python": platform.python_version(),
-                    "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0]},
+        "machine": {**machine(), "load_average_1min_before": load_before},  # its load_average_1min: after
     }
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results[args.label] = result

@@ -30,15 +30,10 @@ def machine(device: str = "cpu") -> dict:
     return {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "device": name, "load_average_1min": os.getloadavg()[0],
-            "vector_extensions": vector_extensions()}
+            "vector_extensions": sorted(cpu_flags() & _VECTOR_FLAGS)}
 
 
 _VECTOR_FLAGS = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}  # what CPU timings depend on most
-
-
-def vector_extensions() -> list[str]:
-    """The CPU's vector extensions that decide its GEMM speed (bf16 is native only with AVX512-BF16 or AMX)."""
-    return sorted(cpu_flags() & _VECTOR_FLAGS)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
