@@ -8,9 +8,9 @@ Each phase (dense, then joint after the k-means index, then the decoder alone) r
 steps after 5 warm-up steps and is extrapolated to a full epoch, or runs whole epochs with `--steps 0`. The validation pass
 is the trainer's own per-epoch record (every ranking rule, beam recall, invalid SIDs, teacher-forced
 NTP) on `train.eval_examples` users. Results are merged into the JSON file under `--label`, with the
-command, git commit, machine, torch threads, dtype and the 1-minute load average before and after (`machine.load_average_1min`), so
-one file holds the before/after pair. It only uses the Trainer's long-standing methods, so the same
-script times an older checkout (PYTHONPATH=OLD/src).
+command, git commit, machine (`dgi.provenance.machine`: CPU, vector extensions, load average after) and the
+load average before, torch threads and dtype, so one file holds the before/after pair. It only uses the
+Trainer's long-standing methods, so the same script times an older checkout (PYTHONPATH=OLD/src).
 """
 
 from __future__ import annotations
